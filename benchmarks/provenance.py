@@ -1,0 +1,43 @@
+"""Where a result came from: the git state of the suite and the software and hardware it ran on."""
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGES = ("numpy", "torch", "timm", "faiss-cpu", "scipy")
+
+
+def git_state(repo: Path = REPO_ROOT) -> tuple[str, bool]:
+    """(commit hash, dirty) of ``repo``; ("unknown", True) outside a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", True
+    return commit, bool(status.strip())
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def environment(device: str = "cpu") -> dict[str, str]:
+    """Versions of python and the numeric packages, the platform and the device a run used."""
+    env = {"python": platform.python_version(), "platform": platform.platform(), "device": device,
+           "processor": platform.machine()}
+    env.update({package: _version(package) for package in _PACKAGES})
+    return env
+
+
+def command_line() -> str:
+    """The command that is running, as typed (program and arguments)."""
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])

@@ -1,0 +1,164 @@
+"""RunResult: one JSON file per (dataset, method, weights) run, with its metrics and full provenance.
+
+Files live at ``results/<dataset>/<method>/<weights>.json``. They are written atomically and validated
+on load: a result that does not match the schema is refused with the file and the field named.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.atomic import atomic_write_text
+from benchmarks.errors import InputError
+from benchmarks.metrics import RankingScores, RecallScores
+from benchmarks.provenance import REPO_ROOT
+from benchmarks.registry import NAME_PATTERN
+
+SCHEMA_VERSION = 1
+RESULTS_DIR = REPO_ROOT / "results"
+PROTOCOLS = ("revisited", "oxford", "recall")
+_SHA256_OR_NONE = re.compile(r"^[0-9a-f]{64}$")
+_METRIC_KEY = re.compile(r"^(map|mp@\d+|recall@\d+)(_(easy|medium|hard))?$")
+_WEIGHTS_KEY = re.compile(r"^[a-z0-9_]+\.[a-z0-9_\-]+$")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Everything needed to tell whether two results are comparable and to re-run one."""
+
+    git_commit: str
+    git_dirty: bool
+    weights_sha256: str | None
+    dataset_manifest_sha256: str | None
+    ground_truth_sha256: str
+    descriptor_sha256: str | None
+    environment: dict[str, str]
+    seed: int | None
+    date: str  # ISO 8601 with time zone
+    wall_time_s: float
+    command: str
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Metrics are fractions (0..1) under keys such as ``map_medium``, ``mp@10_hard``, ``recall@5``;
+    ``per_query`` keeps each query's AP (or first-hit rank) for paired comparisons, None where excluded."""
+
+    method: str
+    weights: str
+    dataset: str
+    protocol: str
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    per_query: dict[str, list[float | None]]
+    provenance: Provenance
+    schema_version: int = SCHEMA_VERSION
+    notes: list[str] = field(default_factory=list)
+
+    def relative_path(self) -> Path:
+        return Path(self.dataset) / self.method / f"{self.weights}.json"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def metrics_of(scores: dict[str, RankingScores] | RankingScores | RecallScores) -> tuple[dict, dict]:
+    """(metrics, per_query) of scores from :mod:`benchmarks.metrics`, in the result's key convention."""
+    if isinstance(scores, RecallScores):
+        metrics = {f"recall@{n}": scores.recall(n) for n in scores.ns}
+        return metrics, {"first_hit": [int(r) if r > 0 else None for r in scores.first_hit]}
+    settings = {"": scores} if isinstance(scores, RankingScores) else {f"_{k}": v for k, v in scores.items()}
+    metrics, per_query = {}, {}
+    for suffix, setting in settings.items():
+        as_dict = setting.to_dict()
+        metrics.update({f"{key}{suffix}": value for key, value in as_dict.items() if key not in ("ap", "n_queries")})
+        per_query[f"ap{suffix}"] = as_dict["ap"]
+    return metrics, per_query
+
+
+def write_result(result: RunResult, root: Path = RESULTS_DIR) -> Path:
+    """Validate, then atomically write ``root/<dataset>/<method>/<weights>.json``; returns the path."""
+    path = root / result.relative_path()
+    _validate(asdict(result), path)
+    atomic_write_text(path, result.to_json())
+    return path
+
+
+def load_result(path: str | Path) -> RunResult:
+    """Read and validate a result file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"cannot read result: {error.strerror}", path) from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"not valid JSON ({error})", path) from None
+    _validate(data, Path(path))
+    return RunResult(**{**data, "provenance": Provenance(**data["provenance"])})
+
+
+def load_results(root: Path = RESULTS_DIR) -> list[RunResult]:
+    """Every result under ``root``, sorted by path."""
+    return [load_result(p) for p in sorted(root.glob("*/*/*.json"))]
+
+
+def _require(condition: bool, message: str, path: Path) -> None:
+    if not condition:
+        raise InputError(f"invalid result: {message}", path)
+
+
+def _validate(data: Any, path: Path) -> None:
+    _require(isinstance(data, dict), "the file must hold a JSON object", path)
+    _require(data.get("schema_version") == SCHEMA_VERSION,
+             f"schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}", path)
+    expected = {f for f in RunResult.__dataclass_fields__}
+    _require(set(data) == expected, f"fields {sorted(set(data) ^ expected)} missing or unexpected", path)
+    for key in ("method", "dataset"):
+        _require(isinstance(data[key], str) and bool(NAME_PATTERN.match(data[key])), f"{key} must be a lowercase id",
+                 path)
+    _require(isinstance(data["weights"], str) and bool(_WEIGHTS_KEY.match(data["weights"])),
+             "weights must be 'arch.tag'", path)
+    _require(data["protocol"] in PROTOCOLS, f"protocol must be one of {PROTOCOLS}", path)
+    _require(isinstance(data["config"], dict), "config must be an object", path)
+    metrics = data["metrics"]
+    _require(isinstance(metrics, dict) and bool(metrics), "metrics must be a non-empty object", path)
+    for key, value in metrics.items():
+        _require(bool(_METRIC_KEY.match(key)), f"metric key {key!r} is not like map_medium, mp@10_hard, recall@5",
+                 path)
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                 and 0.0 <= value <= 1.0, f"metric {key} = {value!r} is not a fraction in [0, 1]", path)
+    _require(isinstance(data["per_query"], dict) and all(isinstance(v, list) for v in data["per_query"].values()),
+             "per_query must map names to lists", path)
+    _require(isinstance(data["notes"], list) and all(isinstance(n, str) for n in data["notes"]),
+             "notes must be a list of strings", path)
+    _validate_provenance(data["provenance"], path)
+    relative = Path(data["dataset"]) / data["method"] / f"{data['weights']}.json"
+    _require(path.parts[-3:] == relative.parts, f"the file belongs at <root>/{relative}", path)
+
+
+def _validate_provenance(prov: Any, path: Path) -> None:
+    expected = set(Provenance.__dataclass_fields__)
+    _require(isinstance(prov, dict) and set(prov) == expected,
+             f"provenance fields {sorted(set(prov or {}) ^ expected)} missing or unexpected", path)
+    _require(isinstance(prov["git_commit"], str) and isinstance(prov["git_dirty"], bool), "git state malformed", path)
+    for key in ("weights_sha256", "dataset_manifest_sha256", "ground_truth_sha256", "descriptor_sha256"):
+        value = prov[key]
+        nullable = key != "ground_truth_sha256"
+        _require((value is None and nullable) or (isinstance(value, str) and bool(_SHA256_OR_NONE.match(value))),
+                 f"provenance.{key} must be a sha256 hex digest" + (" or null" if nullable else ""), path)
+    _require(isinstance(prov["environment"], dict) and {"python", "torch", "device"} <= prov["environment"].keys(),
+             "provenance.environment must name python, torch and device", path)
+    try:
+        stamp = datetime.fromisoformat(prov["date"])
+    except (TypeError, ValueError):
+        stamp = None
+    _require(stamp is not None and stamp.tzinfo is not None, "provenance.date must be ISO 8601 with a time zone",
+             path)
+    _require(isinstance(prov["wall_time_s"], (int, float)) and prov["wall_time_s"] >= 0, "wall_time_s malformed",
+             path)
+    _require(isinstance(prov["command"], str) and bool(prov["command"]), "provenance.command must be given", path)
+    _require(prov["seed"] is None or isinstance(prov["seed"], int), "seed must be an integer or null", path)

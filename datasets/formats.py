@@ -1,0 +1,223 @@
+"""Readers of the public ground-truth formats, with validation that names the file and the problem.
+
+- revisitop's ``gnd_<name>.pkl`` (dict ``imlist``, ``qimlist``, ``gnd``: per query ``easy``/``hard``/``junk``
+  0-based ids and ``bbx``; the original-protocol ``gnd_oxford5k.pkl``/``gnd_paris6k.pkl`` hold ``ok``/``junk``),
+  read with a restricted unpickler: plain containers, numbers, strings and numpy arrays, nothing callable.
+- NetVLAD's dbStruct ``.mat`` (Pittsburgh's and Tokyo Time Machine's field orders; fields read by name).
+- Patch-NetVLAD's ground-truth ``.npz`` (``utmDb``, ``utmQ``, ``posDistThr``).
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from benchmarks.errors import InputError
+from datasets.base import OxfordGroundTruth, PlaceGroundTruth, RevisitedGroundTruth
+
+# Globals a ground-truth pickle may name: numpy array reconstruction and harmless builtins. Anything else
+# (os.system, builtins.eval, ...) is refused before it is looked up, so its code never runs.
+_SAFE_GLOBALS = frozenset(
+    {
+        *((module, name) for module in ("builtins", "__builtin__")  # protocol <= 2 writes __builtin__
+          for name in ("set", "frozenset", "complex", "bytes", "bytearray")),
+        ("collections", "OrderedDict"),
+        ("_codecs", "encode"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        *((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+          for name in ("_reconstruct", "scalar")),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+    }
+)
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a global outside the allow-list."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _SAFE_GLOBALS:
+            raise _RefusedGlobal(f"refused to load {module}.{name}: ground truth holds data, not code")
+        return super().find_class(module, name)
+
+
+def load_pickle_safely(path: str | Path) -> object:
+    """Unpickle ``path`` allowing only plain data (containers, numbers, strings, numpy arrays)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read ground truth: {error.strerror}", path) from None
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except _RefusedGlobal as error:
+        raise InputError(f"not a plain-data pickle ({error})", path) from None
+    except Exception as error:  # truncated or garbled bytes raise many types
+        raise InputError(f"corrupt pickle ({type(error).__name__}: {error})", path) from None
+
+
+def _id_lists(entries: list, key: str, n_db: int, path: str | Path) -> list[np.ndarray]:
+    out = []
+    for q, entry in enumerate(entries):
+        try:
+            ids = np.asarray(entry[key]).reshape(-1)
+        except (KeyError, TypeError):
+            raise InputError(f"gnd[{q}] has no '{key}' list", path) from None
+        if ids.size and not np.issubdtype(ids.dtype, np.integer):
+            raise InputError(f"gnd[{q}]['{key}'] must hold integer ids, got dtype {ids.dtype}", path)
+        if ids.size and (ids.min() < 0 or ids.max() >= n_db):
+            raise InputError(f"gnd[{q}]['{key}'] has id {int(ids.max())} outside 0..{n_db - 1} (imlist)", path)
+        out.append(ids.astype(np.int64))
+    return out
+
+
+def _gnd_dict(path: str | Path) -> tuple[dict, list, int]:
+    data = load_pickle_safely(path)
+    if not isinstance(data, dict) or not {"gnd", "imlist", "qimlist"} <= data.keys():
+        raise InputError("not a revisitop ground-truth pickle: expected a dict with gnd, imlist, qimlist", path)
+    entries, n_db = data["gnd"], len(data["imlist"])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise InputError("'gnd' must be a list of per-query dicts", path)
+    if len(entries) != len(data["qimlist"]):
+        raise InputError(f"'gnd' has {len(entries)} queries but 'qimlist' {len(data['qimlist'])}", path)
+    return data, entries, n_db
+
+
+def _boxes(entries: list, path: str | Path) -> np.ndarray | None:
+    if not all("bbx" in e for e in entries):
+        return None
+    try:
+        boxes = np.asarray([np.asarray(e["bbx"], dtype=np.float64).reshape(4) for e in entries])
+    except (TypeError, ValueError):
+        raise InputError("every 'bbx' must be 4 numbers [x1, y1, x2, y2]", path) from None
+    return boxes.reshape(len(entries), 4)
+
+
+def read_revisited_gnd(path: str | Path) -> RevisitedGroundTruth:
+    """``gnd_roxford5k.pkl`` / ``gnd_rparis6k.pkl`` (or a file in their layout)."""
+    data, entries, n_db = _gnd_dict(path)
+    if entries and "easy" not in entries[0]:
+        raise InputError("no 'easy'/'hard' lists: this is original-protocol ground truth; use --protocol oxford",
+                         path)
+    return RevisitedGroundTruth(
+        n_db=n_db,
+        easy=tuple(_id_lists(entries, "easy", n_db, path)),
+        hard=tuple(_id_lists(entries, "hard", n_db, path)),
+        junk=tuple(_id_lists(entries, "junk", n_db, path)),
+        query_boxes=_boxes(entries, path),
+        db_names=tuple(map(str, data["imlist"])),
+        query_names=tuple(map(str, data["qimlist"])),
+    )
+
+
+def read_oxford_gnd(path: str | Path) -> OxfordGroundTruth:
+    """Original-protocol ground truth in the gnd-pickle layout: per query ``ok`` (+ ``good``) and ``junk``."""
+    data, entries, n_db = _gnd_dict(path)
+    if entries and "ok" not in entries[0]:
+        raise InputError("no 'ok' lists: the original protocol needs gnd_oxford5k.pkl / gnd_paris6k.pkl"
+                         " (per query 'ok' and 'junk'), not the revisited easy/hard split", path)
+    ok = _id_lists(entries, "ok", n_db, path)
+    good = _id_lists(entries, "good", n_db, path) if "good" in entries[0] else [np.empty(0, np.int64)] * len(ok)
+    return OxfordGroundTruth(
+        n_db=n_db,
+        positives=tuple(np.union1d(g, o) for g, o in zip(good, ok, strict=True)),
+        junk=tuple(_id_lists(entries, "junk", n_db, path)),
+        query_boxes=_boxes(entries, path),
+        db_names=tuple(map(str, data["imlist"])),
+        query_names=tuple(map(str, data["qimlist"])),
+    )
+
+
+@dataclass(frozen=True)
+class DbStruct:
+    """NetVLAD's dbStruct: image names, UTM coordinates (n, 2) and the positive distance threshold."""
+
+    which_set: str
+    db_image_names: tuple[str, ...]
+    utm_db: np.ndarray
+    query_image_names: tuple[str, ...]
+    utm_queries: np.ndarray
+    pos_dist_thr: float
+
+    def ground_truth(self, panorama_size: int | None = None) -> PlaceGroundTruth:
+        return PlaceGroundTruth(self.utm_db, self.utm_queries, self.pos_dist_thr, panorama_size,
+                                self.db_image_names, self.query_image_names)
+
+
+def _utm(value: object, field: str, path: str | Path, *, columns: bool) -> np.ndarray:
+    """(n, 2) float64 coordinates from an (n, 2) array, or from 2 x n when ``columns`` (the .mat layout)."""
+    utm = np.asarray(value, dtype=np.float64)
+    if columns and utm.ndim <= 2 and utm.size % 2 == 0 and (utm.ndim < 2 or utm.shape[0] == 2):
+        utm = utm.reshape(2, -1).T
+    if utm.ndim != 2 or utm.shape[1] != 2:
+        layout = "2 x n" if columns else "(n, 2)"
+        raise InputError(f"{field} must be {layout} UTM coordinates, got shape {np.shape(value)}", path)
+    if not np.isfinite(utm).all():
+        raise InputError(f"{field} holds NaN or infinite coordinates", path)
+    return utm
+
+
+def read_dbstruct(path: str | Path) -> DbStruct:
+    """A NetVLAD dbStruct ``.mat`` (pitts30k_test.mat, tokyo247.mat, tokyoTM_train.mat, ...)."""
+    try:
+        mat = scipy.io.loadmat(str(path), squeeze_me=True)
+    except NotImplementedError:
+        raise InputError("MATLAB v7.3 (HDF5) files are not supported; re-save with save(..., '-v7')", path) from None
+    except Exception as error:  # scipy raises many types on garbled files
+        raise InputError(f"cannot read as a MATLAB .mat file ({type(error).__name__}: {error})", path) from None
+    if "dbStruct" not in mat:
+        raise InputError(f"no 'dbStruct' variable (found: {', '.join(k for k in mat if not k.startswith('__'))})",
+                         path)
+    struct = mat["dbStruct"]
+    fields = struct.dtype.names or ()
+    needed = ("whichSet", "dbImageFns", "utmDb", "qImageFns", "utmQ", "posDistThr")
+    missing = [f for f in needed if f not in fields]
+    if missing:
+        raise InputError(f"dbStruct lacks field(s) {', '.join(missing)} (has: {', '.join(fields)})", path)
+    value = {f: struct[f].item() if struct[f].ndim == 0 else struct[f] for f in needed}
+    names = {f: tuple(str(n) for n in np.atleast_1d(value[f])) for f in ("dbImageFns", "qImageFns")}
+    out = DbStruct(
+        which_set=str(value["whichSet"]),
+        db_image_names=names["dbImageFns"],
+        utm_db=_utm(value["utmDb"], "utmDb", path, columns=True),
+        query_image_names=names["qImageFns"],
+        utm_queries=_utm(value["utmQ"], "utmQ", path, columns=True),
+        pos_dist_thr=float(value["posDistThr"]),
+    )
+    for kind, fns, utm in (("db", out.db_image_names, out.utm_db), ("query", out.query_image_names, out.utm_queries)):
+        if len(fns) != utm.shape[0]:
+            raise InputError(f"{len(fns)} {kind} image names but {utm.shape[0]} coordinates", path)
+    return out
+
+
+def read_place_npz(path: str | Path, panorama_size: int | None = None) -> PlaceGroundTruth:
+    """Patch-NetVLAD's ground-truth ``.npz``: ``utmDb`` (n_db, 2), ``utmQ`` (n_q, 2), ``posDistThr``."""
+    try:
+        with np.load(str(path), allow_pickle=False) as npz:
+            missing = [k for k in ("utmDb", "utmQ", "posDistThr") if k not in npz.files]
+            if missing:
+                raise InputError(f"missing array(s) {', '.join(missing)} (has: {', '.join(npz.files)})", path)
+            return PlaceGroundTruth(_utm(npz["utmDb"], "utmDb", path, columns=False),
+                                    _utm(npz["utmQ"], "utmQ", path, columns=False),
+                                    float(npz["posDistThr"]), panorama_size)
+    except InputError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise InputError(f"cannot read as a .npz archive ({error})", path) from None
+
+
+def read_place_ground_truth(path: str | Path, panorama_size: int | None = None) -> PlaceGroundTruth:
+    """A dbStruct ``.mat`` or a ground-truth ``.npz``, by extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".mat":
+        return read_dbstruct(path).ground_truth(panorama_size)
+    if suffix == ".npz":
+        return read_place_npz(path, panorama_size)
+    raise InputError("ground truth must be a NetVLAD dbStruct .mat or an .npz with utmDb, utmQ, posDistThr", path)

@@ -1,0 +1,133 @@
+"""The method contract: RetrievalMethod, its frozen Config, named WeightsSpecs and the test-time protocol.
+
+A method maps a batch of normalised images to L2-normalised global descriptors; it never searches and
+never scores (the evaluator does both, the same way for every method).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from benchmarks.registry import NAME_PATTERN
+from datasets.base import SHA256_PATTERN
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+WEIGHTS_NAME_PATTERN = re.compile(r"^[a-z0-9_]+\.[a-z0-9_\-]+$")  # arch.tag, e.g. resnet101.gldv2_official
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every knob of a method that changes a number. Subclasses are frozen dataclasses with defaults."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Named weights ``arch.tag`` of a method.
+
+    ``url`` None: no public file (trained by the user, given with ``--weights PATH``). ``sha256`` None where
+    none is published: the first verified download records one in a lock file. ``conversion`` says how
+    the released file maps onto our module; ``config`` holds the Config fields these weights need.
+    """
+
+    url: str | None
+    sha256: str | None
+    licence: str
+    source: str
+    conversion: str = ""
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExtractionProtocol:
+    """How the paper extracts test descriptors.
+
+    ``max_size``: longest image side before the scales apply (None: the image as it is). Multi-scale
+    descriptors are L2-normalised per scale, averaged and re-normalised. ``crop_queries``: queries are
+    cropped to their ground-truth box first (revisited protocol).
+    """
+
+    max_size: int | None = 1024
+    scales: tuple[float, ...] = (1.0,)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_queries: bool = True
+
+
+class RetrievalMethod(nn.Module, abc.ABC):
+    """Base of every method plugin: ``forward(images (B, 3, H, W)) -> (B, D)`` L2-normalised descriptors."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    config_class: ClassVar[type[Config]]
+    weights: ClassVar[Mapping[str, WeightsSpec]]
+    protocol: ClassVar[ExtractionProtocol]
+
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else self.config_class()
+
+    @property
+    @abc.abstractmethod
+    def descriptor_dim(self) -> int:
+        """D, the length of the descriptors ``forward`` returns."""
+
+    @abc.abstractmethod
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images normalised with ``protocol.mean``/``std`` -> (B, D) unit-norm descriptors."""
+
+
+def weights_problems(name: str, spec: WeightsSpec, config_class: type[Config]) -> list[str]:
+    """What is wrong with one WeightsSpec (empty when it is sound)."""
+    problems = []
+    if not WEIGHTS_NAME_PATTERN.match(name):
+        problems.append(f"weights name {name!r} is not 'arch.tag' in lowercase")
+    if spec.sha256 is not None and not SHA256_PATTERN.match(spec.sha256):
+        problems.append(f"weights {name}: sha256 {spec.sha256!r} is not 64 lowercase hex digits")
+    if spec.url is not None and not spec.url.startswith(("https://", "http://")):
+        problems.append(f"weights {name}: url {spec.url!r} is not http(s)")
+    if not spec.licence or not spec.source:
+        problems.append(f"weights {name}: licence and source must be stated")
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    unknown = set(spec.config) - fields
+    if unknown:
+        problems.append(f"weights {name}: config names unknown field(s) {sorted(unknown)}")
+    return problems
+
+
+def method_problems(registered_name: str, cls: type[RetrievalMethod], image_size: int = 64) -> list[str]:
+    """Contract check of a method plugin: declarations, then a forward pass on random images."""
+    problems = []
+    if not (isinstance(cls, type) and issubclass(cls, RetrievalMethod)):
+        return [f"{registered_name}: {cls!r} does not subclass RetrievalMethod"]
+    if getattr(cls, "name", None) != registered_name or not NAME_PATTERN.match(registered_name):
+        problems.append(f"{registered_name}: class name attribute {getattr(cls, 'name', None)!r} differs")
+    if not getattr(cls, "description", ""):
+        problems.append(f"{registered_name}: no one-line description")
+    config_class = getattr(cls, "config_class", None)
+    if not (dataclasses.is_dataclass(config_class) and issubclass(config_class, Config)
+            and config_class.__dataclass_params__.frozen):  # type: ignore[union-attr]
+        return problems + [f"{registered_name}: config_class must be a frozen dataclass subclassing Config"]
+    if not isinstance(getattr(cls, "protocol", None), ExtractionProtocol):
+        problems.append(f"{registered_name}: protocol must be a ExtractionProtocol")
+    for weights_name, spec in getattr(cls, "weights", {}).items():
+        problems += [f"{registered_name}: {p}" for p in weights_problems(weights_name, spec, config_class)]
+    model = cls(config_class()).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, image_size, image_size))
+    if tuple(out.shape) != (2, model.descriptor_dim):
+        problems.append(f"{registered_name}: forward gave shape {tuple(out.shape)}, not (2, {model.descriptor_dim})")
+    elif not torch.isfinite(out).all() or not torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-4):
+        problems.append(f"{registered_name}: descriptors are not finite and L2-normalised")
+    return problems

@@ -1,0 +1,1 @@
+"""Layers shared by the method plugins (pooling, NetVLAD, whitening, attention, backbones)."""

@@ -1,0 +1,86 @@
+"""RunResult: schema round trip, atomic writes, validation errors, and every committed result loads."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.errors import InputError
+from benchmarks.metrics import revisited_scores
+from benchmarks.provenance import environment, git_state
+from benchmarks.results import RESULTS_DIR, Provenance, RunResult, load_result, metrics_of, write_result
+
+COMMITTED = sorted(RESULTS_DIR.glob("*/*/*.json"))
+
+
+def make_result() -> RunResult:
+    scores = revisited_scores(np.array([[3, 1, 2, 0], [3, 0, 1, 2]]), [[0], []], [[1], [3]], [[2], []], n_db=4)
+    metrics, per_query = metrics_of(scores)
+    commit, dirty = git_state()
+    prov = Provenance(git_commit=commit, git_dirty=dirty, weights_sha256="a" * 64, dataset_manifest_sha256=None,
+                      ground_truth_sha256="b" * 64, descriptor_sha256=None, environment=environment(), seed=0,
+                      date="2026-11-22T07:00:00+00:00", wall_time_s=1.5, command="python -m benchmarks evaluate")
+    return RunResult(method="toy", weights="resnet50.untrained", dataset="tiny", protocol="revisited",
+                     config={"dim": 8}, metrics=metrics, per_query=per_query, provenance=prov)
+
+
+def test_metric_keys_follow_the_convention():
+    metrics, per_query = metrics_of(revisited_scores(np.array([[3, 1, 2, 0]]), [[0]], [[1]], [[2]], n_db=4))
+    assert set(metrics) == {f"{m}_{d}" for m in ("map", "mp@1", "mp@5", "mp@10") for d in ("easy", "medium", "hard")}
+    assert metrics["map_medium"] == pytest.approx(5 / 12) and per_query["ap_easy"] == [0.25]
+    assert metrics["map_hard"] == 0.25 and metrics["mp@5_medium"] == pytest.approx(2 / 3)
+
+
+def test_round_trip_is_atomic_and_exact(tmp_path):
+    result = make_result()
+    path = write_result(result, tmp_path)
+    assert path == tmp_path / "tiny" / "toy" / "resnet50.untrained.json"
+    assert load_result(path) == result
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+    assert json.loads(path.read_text())["per_query"]["ap_easy"] == [0.25, None]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(schema_version=0), "schema_version 0 is not 1"),
+        (lambda d: d["metrics"].update(map_medium=41.7), "is not a fraction"),
+        (lambda d: d["metrics"].update(mAP=0.5), "metric key 'mAP'"),
+        (lambda d: d["provenance"].pop("git_commit"), "provenance fields"),
+        (lambda d: d["provenance"].update(date="2026-11-22 07:00"), "ISO 8601 with a time zone"),
+        (lambda d: d["provenance"].update(ground_truth_sha256=None), "ground_truth_sha256 must be a sha256"),
+        (lambda d: d.update(method="DOLG"), "method must be a lowercase id"),
+        (lambda d: d.update(dataset="other"), "the file belongs at <root>/other/toy/resnet50.untrained.json"),
+    ],
+)
+def test_invalid_results_are_refused_naming_the_field(tmp_path, change, message):
+    path = write_result(make_result(), tmp_path)
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=message) as error:
+        load_result(path)
+    assert str(path) in str(error.value)
+
+
+def test_an_invalid_result_is_never_written(tmp_path):
+    bad = replace(make_result(), metrics={"map_medium": 1.5})
+    with pytest.raises(InputError, match="not a fraction"):
+        write_result(bad, tmp_path)
+    assert not any(tmp_path.rglob("*"))
+
+
+def test_truncated_json_is_named(tmp_path):
+    path = tmp_path / "tiny" / "toy" / "resnet50.untrained.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"method": "toy", ')
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_result(path)
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[str(p.relative_to(RESULTS_DIR)) for p in COMMITTED])
+def test_every_committed_result_loads(path: Path):
+    assert load_result(path).relative_path() == path.relative_to(RESULTS_DIR)
