@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import platform
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -37,7 +36,3 @@ def environment(device: str = "cpu") -> dict[str, str]:
     env.update({package: _version(package) for package in _PACKAGES})
     return env
 
-
-def command_line() -> str:
-    """The command that is running, as typed (program and arguments)."""
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])

@@ -101,11 +101,6 @@ def load_result(path: str | Path) -> RunResult:
     return RunResult(**{**data, "provenance": Provenance(**data["provenance"])})
 
 
-def load_results(root: Path = RESULTS_DIR) -> list[RunResult]:
-    """Every result under ``root``, sorted by path."""
-    return [load_result(p) for p in sorted(root.glob("*/*/*.json"))]
-
-
 def _require(condition: bool, message: str, path: Path) -> None:
     if not condition:
         raise InputError(f"invalid result: {message}", path)

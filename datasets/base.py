@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import abc
 import re
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,7 +13,7 @@ import numpy as np
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 
-class Protocol(str, Enum):
+class Protocol(StrEnum):
     """How a dataset is scored (see :mod:`benchmarks.metrics`)."""
 
     REVISITED = "revisited"  # mAP / mP@k, Easy / Medium / Hard
@@ -125,7 +125,6 @@ class LoadedDataset:
     query_paths: tuple[Path, ...]
     ground_truth: GroundTruth
     query_boxes: np.ndarray | None = None  # (n_queries, 4); queries are cropped to them before processing
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class DatasetSpec(abc.ABC):

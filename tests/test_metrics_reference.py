@@ -67,8 +67,8 @@ def test_roxford_scores_68_easy_queries_and_an_oracle_ranking_scores_one():
     gnd = read_revisited_gnd(GND["roxford5k"])
     assert (gnd.n_db, gnd.n_queries) == (4993, 70)
     assert [q for q in range(70) if gnd.easy[q].size == 0] == [11, 66]
-    oracle = np.stack([np.r_[gnd.easy[q], gnd.hard[q], np.setdiff1d(np.arange(gnd.n_db), np.r_[gnd.easy[q], gnd.hard[q]])]
-                       for q in range(70)])
+    positives = [np.r_[gnd.easy[q], gnd.hard[q]] for q in range(70)]
+    oracle = np.stack([np.r_[p, np.setdiff1d(np.arange(gnd.n_db), p)] for p in positives])
     scores = revisited_scores(oracle, gnd.easy, gnd.hard, gnd.junk, gnd.n_db)
     assert [scores[d].n_queries for d in ("easy", "medium", "hard")] == [68, 70, 70]
     assert scores["medium"].map == 1.0 and scores["medium"].mp(10) == 1.0

@@ -14,7 +14,7 @@ from benchmarks.registry import Registry
 from datasets import DATASETS
 from datasets.base import DatasetSpec, FileSpec, LoadedDataset, Protocol, dataset_problems
 from methods import load_plugins
-from methods.base import Config, RetrievalMethod, ExtractionProtocol, WeightsSpec, method_problems
+from methods.base import Config, ExtractionProtocol, RetrievalMethod, WeightsSpec, method_problems
 
 METHODS = load_plugins()
 

@@ -34,11 +34,14 @@ def revisited_case(n_db: int, n_queries: int, seed: int = 0):
     return ranks, easy, hard, junk
 
 
+def _time_revisited(n_db: int, n_queries: int, repeat: int) -> float:
+    ranks, easy, hard, junk = revisited_case(n_db, n_queries)
+    return _best_of(repeat, lambda: revisited_scores(ranks, easy, hard, junk, n_db))
+
+
 def run(n_db: int = 1_001_001, n_queries: int = 70, repeat: int = 3) -> dict[str, object]:
     """Best-of-``repeat`` wall times in seconds, with the machine and versions."""
-    ranks, easy, hard, junk = revisited_case(n_db, n_queries)
-    revisited_s = _best_of(repeat, lambda: revisited_scores(ranks, easy, hard, junk, n_db))
-    del ranks
+    revisited_s = _time_revisited(n_db, n_queries, repeat)
     rng = np.random.default_rng(1)
     utm_db = rng.uniform(0, 5000, size=(83_952, 2))
     utm_q = rng.uniform(0, 5000, size=(8280, 2))
