@@ -142,8 +142,8 @@ def ranking_scores(
     """Score one ranking per query under several (positives, junk) settings.
 
     ``ranks``: (n_queries, k) 0-based database ids, best first, no id twice in a row. ``settings`` maps a
-    name to per-query arrays of positive ids and junk ids (both 0-based). Each row is read once: a scatter
-    of its positions serves every setting, so scoring is O(k) per query.
+    name to per-query arrays of positive ids and junk ids (both 0-based). Each row is scattered once into a
+    database-sized position table that serves every setting: O(n_db + k) per query, no sorting of rows.
     """
     n_queries = len(next(iter(settings.values()))[0])
     ranks = validate_ids(ranks, n_db, n_queries, what, source)

@@ -125,6 +125,9 @@ def test_bad_files_exit_2(tmp_path, tiny_gnd):
     np.savez(tmp_path / "nan.npz", db=np.full((4, 2), np.nan), queries=np.ones((2, 2)))
     result = run("score", "revisited", "--gnd", tiny_gnd, "--features", tmp_path / "nan.npz")
     assert result.exit_code == 2 and "'db' holds NaN or infinite values" in result.stderr
+    np.savez(tmp_path / "short.npz", db=np.ones((3, 2)), queries=np.ones((2, 2)))
+    result = run("score", "revisited", "--gnd", tiny_gnd, "--features", tmp_path / "short.npz")
+    assert result.exit_code == 2 and "3 database descriptors but the ground truth lists 4" in result.stderr
     result = run("score", "revisited", "--gnd", tmp_path / "missing.pkl", "--ranks", garbage)
     assert result.exit_code == 2 and "does not exist" in result.stderr
     assert run("score", "revisited", "--gnd", tiny_gnd).exit_code == 2  # neither --ranks nor --features
