@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from benchmarks.errors import InputError
+from benchmarks.ids import NAME_PATTERN
 
 T = TypeVar("T")
-
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class Registry(Generic[T]):

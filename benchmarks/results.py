@@ -15,16 +15,15 @@ from typing import Any
 
 from benchmarks.atomic import atomic_write_text
 from benchmarks.errors import InputError
-from benchmarks.metrics import RankingScores, RecallScores
+from benchmarks.ids import NAME_PATTERN, SHA256_PATTERN, WEIGHTS_NAME_PATTERN
+from benchmarks.metrics import DIFFICULTIES, RankingScores, RecallScores
 from benchmarks.provenance import REPO_ROOT
-from benchmarks.registry import NAME_PATTERN
+from datasets.base import Protocol
 
 SCHEMA_VERSION = 1
 RESULTS_DIR = REPO_ROOT / "results"
-PROTOCOLS = ("revisited", "oxford", "recall")
-_SHA256_OR_NONE = re.compile(r"^[0-9a-f]{64}$")
-_METRIC_KEY = re.compile(r"^(map|mp@\d+|recall@\d+)(_(easy|medium|hard))?$")
-_WEIGHTS_KEY = re.compile(r"^[a-z0-9_]+\.[a-z0-9_\-]+$")
+PROTOCOLS = tuple(p.value for p in Protocol)
+_METRIC_KEY = re.compile(rf"^(map|mp@\d+|recall@\d+)(_({'|'.join(DIFFICULTIES)}))?$")
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,7 @@ def _validate(data: Any, path: Path) -> None:
     for key in ("method", "dataset"):
         _require(isinstance(data[key], str) and bool(NAME_PATTERN.match(data[key])), f"{key} must be a lowercase id",
                  path)
-    _require(isinstance(data["weights"], str) and bool(_WEIGHTS_KEY.match(data["weights"])),
+    _require(isinstance(data["weights"], str) and bool(WEIGHTS_NAME_PATTERN.match(data["weights"])),
              "weights must be 'arch.tag'", path)
     _require(data["protocol"] in PROTOCOLS, f"protocol must be one of {PROTOCOLS}", path)
     _require(isinstance(data["config"], dict), "config must be an object", path)
@@ -143,7 +142,7 @@ def _validate_provenance(prov: Any, path: Path) -> None:
     for key in ("weights_sha256", "dataset_manifest_sha256", "ground_truth_sha256", "descriptor_sha256"):
         value = prov[key]
         nullable = key != "ground_truth_sha256"
-        _require((value is None and nullable) or (isinstance(value, str) and bool(_SHA256_OR_NONE.match(value))),
+        _require((value is None and nullable) or (isinstance(value, str) and bool(SHA256_PATTERN.match(value))),
                  f"provenance.{key} must be a sha256 hex digest" + (" or null" if nullable else ""), path)
     _require(isinstance(prov["environment"], dict) and {"python", "torch", "device"} <= prov["environment"].keys(),
              "provenance.environment must name python, torch and device", path)

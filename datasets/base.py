@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import abc
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+from benchmarks.ids import SHA256_PATTERN
 
 
 class Protocol(StrEnum):

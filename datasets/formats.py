@@ -68,12 +68,15 @@ def _id_lists(entries: list, key: str, n_db: int, path: str | Path) -> list[np.n
     for q, entry in enumerate(entries):
         try:
             ids = np.asarray(entry[key]).reshape(-1)
-        except (KeyError, TypeError):
+        except KeyError:
             raise InputError(f"gnd[{q}] has no '{key}' list", path) from None
+        except (TypeError, ValueError):
+            raise InputError(f"gnd[{q}]['{key}'] is not a flat list of ids", path) from None
         if ids.size and not np.issubdtype(ids.dtype, np.integer):
             raise InputError(f"gnd[{q}]['{key}'] must hold integer ids, got dtype {ids.dtype}", path)
         if ids.size and (ids.min() < 0 or ids.max() >= n_db):
-            raise InputError(f"gnd[{q}]['{key}'] has id {int(ids.max())} outside 0..{n_db - 1} (imlist)", path)
+            bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+            raise InputError(f"gnd[{q}]['{key}'] has id {bad} outside 0..{n_db - 1} (imlist)", path)
         out.append(ids.astype(np.int64))
     return out
 
@@ -82,6 +85,8 @@ def _gnd_dict(path: str | Path) -> tuple[dict, list, int]:
     data = load_pickle_safely(path)
     if not isinstance(data, dict) or not {"gnd", "imlist", "qimlist"} <= data.keys():
         raise InputError("not a revisitop ground-truth pickle: expected a dict with gnd, imlist, qimlist", path)
+    if not all(isinstance(data[key], (list, tuple, np.ndarray)) for key in ("imlist", "qimlist")):
+        raise InputError("'imlist' and 'qimlist' must be lists of image names", path)
     entries, n_db = data["gnd"], len(data["imlist"])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise InputError("'gnd' must be a list of per-query dicts", path)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -15,12 +14,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from benchmarks.registry import NAME_PATTERN
-from datasets.base import SHA256_PATTERN
+from benchmarks.ids import NAME_PATTERN, SHA256_PATTERN, WEIGHTS_NAME_PATTERN
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-WEIGHTS_NAME_PATTERN = re.compile(r"^[a-z0-9_]+\.[a-z0-9_\-]+$")  # arch.tag, e.g. resnet101.gldv2_official
 
 
 @dataclass(frozen=True)

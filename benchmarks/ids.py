@@ -1,0 +1,8 @@
+"""The suite's identifier conventions, in one place: plugin names, weights names, sha256 digests."""
+from __future__ import annotations
+
+import re
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")  # methods and datasets: netvlad, roxford5k
+WEIGHTS_NAME_PATTERN = re.compile(r"^[a-z0-9_]+\.[a-z0-9_\-]+$")  # arch.tag: resnet101.gldv2_official
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
