@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
+import numpy as np
 
 from benchmarks.errors import InputError
 
@@ -88,27 +90,13 @@ def score_revisited(gnd: Path, ranks: Path | None, features: Path | None, ranks_
                     kappas: tuple[int, ...], as_json: bool) -> None:
     """mAP and mP@k: Easy / Medium / Hard (revisited) or the original Oxford/Paris protocol."""
     from benchmarks import metrics
-    from benchmarks.inputs import read_features, read_id_array
-    from benchmarks.search import rank_by_inner_product
+    from datasets.base import OxfordGroundTruth, RevisitedGroundTruth
     from datasets.formats import read_oxford_gnd, read_revisited_gnd
 
-    if (ranks is None) == (features is None):
-        raise click.UsageError("give exactly one of --ranks and --features")
+    ground_truth: RevisitedGroundTruth | OxfordGroundTruth
     ground_truth = read_revisited_gnd(gnd) if protocol == "revisited" else read_oxford_gnd(gnd)
-    if ranks is not None:
-        ids, source = read_id_array(ranks), ranks
-        if ranks_layout == "db-major" and ids.ndim == 2:
-            ids = ids.T
-        elif ids.ndim == 2 and ids.shape[0] != ground_truth.n_queries == ids.shape[1]:
-            raise InputError(f"shape {ids.shape} looks like revisitop's (n_db, n_queries) layout: add "
-                             "--ranks-layout db-major", ranks)
-    else:
-        db, queries = read_features(features)
-        if db.shape[0] != ground_truth.n_db:
-            raise InputError(f"{db.shape[0]} database descriptors but the ground truth lists {ground_truth.n_db}",
-                             features)
-        ids, source = rank_by_inner_product(queries, db), features
-    if protocol == "revisited":
+    ids, source = _ranking(ranks, features, ranks_layout, ground_truth.n_db, ground_truth.n_queries)
+    if isinstance(ground_truth, RevisitedGroundTruth):
         scores = metrics.revisited_scores(ids, ground_truth.easy, ground_truth.hard, ground_truth.junk,
                                           ground_truth.n_db, kappas, source)
     else:
@@ -126,6 +114,28 @@ def score_revisited(gnd: Path, ranks: Path | None, features: Path | None, ranks_
         cells = [f"{100 * s.map:8.2f}", *(f"{100 * s.mp(k):8.2f}" for k in kappas), f"{s.n_queries:8d}"]
         click.echo("  ".join([f"{name:>8}", *cells]))
     click.echo("(percentages; queries without positives are excluded from the means)")
+
+
+def _ranking(ranks: Path | None, features: Path | None, layout: str, n_db: int, n_queries: int
+             ) -> tuple[np.ndarray, Path]:
+    """(n_queries, k) database ids from --ranks (in either layout) or --features, and the file they came from."""
+    from benchmarks.inputs import read_features, read_id_array
+    from benchmarks.search import rank_by_inner_product
+
+    if ranks is not None and features is None:
+        ids = read_id_array(ranks)
+        if layout == "db-major" and ids.ndim == 2:
+            return ids.T, ranks
+        if ids.ndim == 2 and ids.shape[0] != n_queries == ids.shape[1]:
+            raise InputError(f"shape {ids.shape} looks like revisitop's (n_db, n_queries) layout: add "
+                             "--ranks-layout db-major", ranks)
+        return ids, ranks
+    if features is not None and ranks is None:
+        db, queries = read_features(features)
+        if db.shape[0] != n_db:
+            raise InputError(f"{db.shape[0]} database descriptors but the ground truth lists {n_db}", features)
+        return rank_by_inner_product(queries, db), features
+    raise click.UsageError("give exactly one of --ranks and --features")
 
 
 @score.command("recall")
@@ -173,7 +183,7 @@ def speed_metrics(n_db: int, repeat: int, as_json: bool) -> None:
     """Scoring 70 queries against a 1M-image ranking, and Recall@N at Pitts250k scale."""
     from benchmarks.speed.metrics import run as run_metrics
 
-    figures = run_metrics(n_db=n_db, repeat=repeat)
+    figures: dict[str, Any] = run_metrics(n_db=n_db, repeat=repeat)
     if as_json:
         _print_json(figures)
         return

@@ -52,12 +52,16 @@ class RankingScores:
     def mp(self, k: int) -> float:
         return _mean_of_scored(self.precision[k])
 
+    def ap_list(self) -> list[float | None]:
+        """Per-query AP for JSON: None where the query is excluded."""
+        return [None if math.isnan(v) else float(v) for v in self.ap]
+
     def to_dict(self) -> dict[str, object]:
         """``{"map", "mp@1", ..., "n_queries", "ap": [per query, None where excluded]}``, fractions."""
         out: dict[str, object] = {"map": self.map}
         out.update({f"mp@{k}": self.mp(k) for k in self.precision})
         out["n_queries"] = self.n_queries
-        out["ap"] = [None if math.isnan(v) else float(v) for v in self.ap]
+        out["ap"] = self.ap_list()
         return out
 
 
@@ -76,11 +80,15 @@ class RecallScores:
         hit = (self.first_hit > 0) & (self.first_hit <= n)
         return float(np.mean(hit)) if hit.size else math.nan
 
+    def first_hit_list(self) -> list[int | None]:
+        """Per-query first-hit rank for JSON: None where no prediction in the list is correct."""
+        return [int(r) if r > 0 else None for r in self.first_hit]
+
     def to_dict(self) -> dict[str, object]:
         """``{"recall@1", ..., "n_queries", "first_hit": [1-based rank or None per query]}``, fractions."""
         out: dict[str, object] = {f"recall@{n}": self.recall(n) for n in self.ns}
         out["n_queries"] = self.n_queries
-        out["first_hit"] = [int(r) if r > 0 else None for r in self.first_hit]
+        out["first_hit"] = self.first_hit_list()
         return out
 
 

@@ -66,17 +66,21 @@ class RunResult:
         return json.dumps(asdict(self), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
-def metrics_of(scores: dict[str, RankingScores] | RankingScores | RecallScores) -> tuple[dict, dict]:
+def metrics_of(
+    scores: dict[str, RankingScores] | RankingScores | RecallScores,
+) -> tuple[dict[str, float], dict[str, list[float | None]]]:
     """(metrics, per_query) of scores from :mod:`benchmarks.metrics`, in the result's key convention."""
+    metrics: dict[str, float] = {}
+    per_query: dict[str, list[float | None]] = {}
     if isinstance(scores, RecallScores):
-        metrics = {f"recall@{n}": scores.recall(n) for n in scores.ns}
-        return metrics, {"first_hit": [int(r) if r > 0 else None for r in scores.first_hit]}
+        metrics.update({f"recall@{n}": scores.recall(n) for n in scores.ns})
+        per_query["first_hit"] = list(scores.first_hit_list())
+        return metrics, per_query
     settings = {"": scores} if isinstance(scores, RankingScores) else {f"_{k}": v for k, v in scores.items()}
-    metrics, per_query = {}, {}
     for suffix, setting in settings.items():
-        as_dict = setting.to_dict()
-        metrics.update({f"{key}{suffix}": value for key, value in as_dict.items() if key not in ("ap", "n_queries")})
-        per_query[f"ap{suffix}"] = as_dict["ap"]
+        metrics[f"map{suffix}"] = setting.map
+        metrics.update({f"mp@{k}{suffix}": setting.mp(k) for k in setting.precision})
+        per_query[f"ap{suffix}"] = setting.ap_list()
     return metrics, per_query
 
 

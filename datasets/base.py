@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -45,8 +46,8 @@ class FileSpec:
             raise ValueError(f"{self.name}: give download urls or manual acquisition instructions")
 
 
-def _as_id_tuple(lists: object) -> tuple[np.ndarray, ...]:
-    return tuple(np.asarray(x, dtype=np.int64).reshape(-1) for x in lists)  # type: ignore[union-attr]
+def _as_id_tuple(lists: Iterable[object]) -> tuple[np.ndarray, ...]:
+    return tuple(np.asarray(x, dtype=np.int64).reshape(-1) for x in lists)
 
 
 @dataclass(frozen=True)

@@ -159,11 +159,12 @@ class DbStruct:
 def _utm(value: object, field: str, path: str | Path, *, columns: bool) -> np.ndarray:
     """(n, 2) float64 coordinates from an (n, 2) array, or from 2 x n when ``columns`` (the .mat layout)."""
     utm = np.asarray(value, dtype=np.float64)
+    shape = utm.shape
     if columns and utm.ndim <= 2 and utm.size % 2 == 0 and (utm.ndim < 2 or utm.shape[0] == 2):
         utm = utm.reshape(2, -1).T
     if utm.ndim != 2 or utm.shape[1] != 2:
         layout = "2 x n" if columns else "(n, 2)"
-        raise InputError(f"{field} must be {layout} UTM coordinates, got shape {np.shape(value)}", path)
+        raise InputError(f"{field} must be {layout} UTM coordinates, got shape {shape}", path)
     if not np.isfinite(utm).all():
         raise InputError(f"{field} holds NaN or infinite coordinates", path)
     return utm

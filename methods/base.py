@@ -112,8 +112,9 @@ def method_problems(registered_name: str, cls: type[RetrievalMethod], image_size
     if not getattr(cls, "description", ""):
         problems.append(f"{registered_name}: no one-line description")
     config_class = getattr(cls, "config_class", None)
-    if not (dataclasses.is_dataclass(config_class) and issubclass(config_class, Config)
-            and config_class.__dataclass_params__.frozen):  # type: ignore[union-attr]
+    if not (isinstance(config_class, type) and issubclass(config_class, Config)
+            and dataclasses.is_dataclass(config_class)
+            and config_class.__dataclass_params__.frozen):  # type: ignore[attr-defined]
         return problems + [f"{registered_name}: config_class must be a frozen dataclass subclassing Config"]
     if not isinstance(getattr(cls, "protocol", None), ExtractionProtocol):
         problems.append(f"{registered_name}: protocol must be a ExtractionProtocol")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def _time_revisited(n_db: int, n_queries: int, repeat: int) -> float:
     return _best_of(repeat, lambda: revisited_scores(ranks, easy, hard, junk, n_db))
 
 
-def run(n_db: int = 1_001_001, n_queries: int = 70, repeat: int = 3) -> dict[str, object]:
+def run(n_db: int = 1_001_001, n_queries: int = 70, repeat: int = 3) -> dict[str, Any]:
     """Best-of-``repeat`` wall times in seconds, with the machine and versions."""
     revisited_s = _time_revisited(n_db, n_queries, repeat)
     rng = np.random.default_rng(1)
