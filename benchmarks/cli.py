@@ -16,7 +16,7 @@ from benchmarks.errors import InputError
 
 
 class _Group(click.Group):
-    """A click group that turns :class:`InputError` into one line on stderr and exit code 2."""
+    """The top group: an :class:`InputError` from any subcommand becomes one line on stderr and exit code 2."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -67,7 +67,7 @@ def list_plugins(as_json: bool) -> None:
             click.echo("  (none registered yet)")
 
 
-@cli.group(cls=_Group)
+@cli.group()
 def score() -> None:
     """Score rankings or features you already have, with the suite's metrics."""
 
@@ -169,7 +169,7 @@ def score_recall(gt: Path, predictions: Path, ns: tuple[int, ...], panorama_size
         click.echo(f"  recall@{n:<4} {100 * scores.recall(n):6.2f}")
 
 
-@cli.group(cls=_Group)
+@cli.group()
 def speed() -> None:
     """Speed benchmarks: figures with the machine and versions that produced them."""
 

@@ -112,8 +112,9 @@ def validate_ids(ids: object, n_db: int, n_queries: int, what: str, source: Sour
         )
     if ids.shape[1] == 0:
         raise InputError(f"{what} is empty: each query needs at least one ranked database id", source)
-    if ids.size and (ids.min() < 0 or ids.max() >= n_db):
-        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+    lowest, highest = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    if lowest < 0 or highest >= n_db:
+        bad = lowest if lowest < 0 else highest
         raise InputError(f"{what} holds id {bad}, outside the database's 0..{n_db - 1} (ids are 0-based)", source)
     return ids.astype(np.int64, copy=False)
 

@@ -123,8 +123,7 @@ class LoadedDataset:
 
     db_paths: tuple[Path, ...]
     query_paths: tuple[Path, ...]
-    ground_truth: GroundTruth
-    query_boxes: np.ndarray | None = None  # (n_queries, 4); queries are cropped to them before processing
+    ground_truth: GroundTruth  # holds the query boxes where the protocol crops queries
 
 
 class DatasetSpec(abc.ABC):
