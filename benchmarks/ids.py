@@ -3,6 +3,6 @@ from __future__ import annotations
 
 import re
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")  # methods and datasets: netvlad, roxford5k
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\+[a-z0-9_]+)?$")  # methods and datasets: netvlad, roxford5k+1m
 WEIGHTS_NAME_PATTERN = re.compile(r"^[a-z0-9_]+\.[a-z0-9_\-]+$")  # arch.tag: resnet101.gldv2_official
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")

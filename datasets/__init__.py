@@ -1,8 +1,24 @@
 """Dataset plugins. Each module registers its :class:`datasets.base.DatasetSpec` in ``DATASETS``.
 
+Modules of this package other than the shared ones below are plugins, imported by :func:`load_plugins`.
 This top-level package shadows Hugging Face's ``datasets``: the suite runs from the repository root.
 """
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
 from benchmarks.registry import Registry
 from datasets.base import DatasetSpec
 
 DATASETS: Registry[type[DatasetSpec]] = Registry("dataset")
+
+SHARED_MODULES = frozenset({"base", "formats", "acquire", "places"})
+
+
+def load_plugins() -> Registry[type[DatasetSpec]]:
+    """Import every plugin module (each registers itself) and return the registry."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in SHARED_MODULES:
+            importlib.import_module(f"{__name__}.{module.name}")
+    return DATASETS

@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
+from benchmarks.errors import InputError
 from benchmarks.ids import SHA256_PATTERN
+
+if TYPE_CHECKING:
+    from datasets.acquire import AcquireOptions
 
 
 class Protocol(StrEnum):
@@ -25,25 +31,30 @@ class Protocol(StrEnum):
 class FileSpec:
     """One file of a dataset, relative to the dataset's folder under the data root.
 
-    ``urls`` are tried in order; ``sha256`` is None where no checksum is published (the first verified
-    download then records one in a lock file). ``manual`` replaces ``urls`` for files given out on request,
-    and says where to ask.
+    ``urls`` are tried in order (after any ``--mirror``); ``sha256`` is None where no checksum is published
+    (the first verified download then records one in the folder's lock file). ``extract_to``: unpack the
+    archive into this sub-folder (``flatten``: files only, by base name), then delete it. ``manual`` replaces
+    ``urls`` for files given out on request, and says where to ask.
     """
 
     name: str
     urls: tuple[str, ...] = ()
     sha256: str | None = None
     size: int | None = None
-    extract: bool = False
+    extract_to: str | None = None
+    flatten: bool = False
     manual: str | None = None
 
     def __post_init__(self) -> None:
-        if Path(self.name).is_absolute() or ".." in Path(self.name).parts:
-            raise ValueError(f"file name {self.name!r} must be a relative path inside the dataset folder")
+        for path in (self.name, self.extract_to or "."):
+            if Path(path).is_absolute() or ".." in Path(path).parts:
+                raise ValueError(f"{self.name}: {path!r} must be a relative path inside the dataset folder")
         if self.sha256 is not None and not SHA256_PATTERN.match(self.sha256):
             raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
         if not self.urls and not self.manual:
             raise ValueError(f"{self.name}: give download urls or manual acquisition instructions")
+        if self.flatten and self.extract_to is None:
+            raise ValueError(f"{self.name}: flatten applies to archives (set extract_to)")
 
 
 def _as_id_tuple(lists: Iterable[object]) -> tuple[np.ndarray, ...]:
@@ -114,33 +125,109 @@ class PlaceGroundTruth:
         return int(self.utm_queries.shape[0])
 
 
-GroundTruth = RevisitedGroundTruth | OxfordGroundTruth | PlaceGroundTruth
+@dataclass(frozen=True)
+class ClassLabels:
+    """A training split labelled by class (landmark id per image), as in Google Landmarks v2."""
+
+    labels: np.ndarray  # (n_images,) int64
+    image_ids: tuple[str, ...] = ()
+
+    @property
+    def n_classes(self) -> int:
+        return int(np.unique(self.labels).size)
+
+
+GroundTruth = RevisitedGroundTruth | OxfordGroundTruth | PlaceGroundTruth | ClassLabels
 
 
 @dataclass(frozen=True)
 class LoadedDataset:
-    """What ``DatasetSpec.load`` returns: image paths in ground-truth order and the ground truth."""
+    """What ``DatasetSpec.load`` returns: image paths in ground-truth order and the ground truth.
+
+    Training splits labelled by class have no queries: ``db_paths`` are the training images.
+    """
 
     db_paths: tuple[Path, ...]
     query_paths: tuple[Path, ...]
     ground_truth: GroundTruth  # holds the query boxes where the protocol crops queries
 
 
+def crop_query(image: Image.Image, box: Sequence[float]) -> Image.Image:
+    """The revisited protocol's query crop, applied before any other processing.
+
+    ``box`` is the gnd's ``bbx`` [x1, y1, x2, y2] in pixels. Each coordinate is rounded to the nearest integer
+    (Python's ``round``: halves to even) and x2, y2 are exclusive, exactly as Pillow's ``Image.crop`` in
+    revisitop's reference Python code; no clamping (a box beyond the image is padded, as there).
+    """
+    x1, y1, x2, y2 = (round(float(v)) for v in box)
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"empty query box {list(box)}")
+    return image.crop((x1, y1, x2, y2))
+
+
+def unreadable_images(paths: Sequence[Path], label: str = "images") -> list[Path]:
+    """The paths in ``paths`` that are missing or whose image header Pillow cannot read."""
+    bad = []
+    for path in tqdm(paths, desc=f"checking {label}", unit="img", disable=None, leave=False):
+        try:
+            with Image.open(path) as image:
+                image.size  # noqa: B018 (the header is parsed lazily; this reads it)
+        except (OSError, SyntaxError, ValueError):
+            bad.append(path)
+    return bad
+
+
 class DatasetSpec(abc.ABC):
-    """A benchmark: its files, its protocol and how to read it from its folder under the data root."""
+    """A benchmark: its files, its protocol and how to read it from its folder under the data root.
+
+    ``splits``: the first is the benchmark's evaluation split; others (``train``, ``val``) feed training.
+    ``requires``: other datasets whose folders this one reads (the ``+1m`` variants).
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
     protocol: ClassVar[Protocol]
     files: ClassVar[tuple[FileSpec, ...]]
+    splits: ClassVar[tuple[str, ...]] = ("test",)
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def folder(self, data_root: Path) -> Path:
+        """This dataset's own folder under the data root."""
+        return Path(data_root) / self.name
+
+    def prepare(self, data_root: Path, options: AcquireOptions) -> None:
+        """Download (or generate) what :meth:`load` reads, resuming whatever an earlier run left."""
+        from datasets.acquire import acquire_files
+
+        acquire_files(self.folder(data_root), self.name, self.files, options)
+
+    def split_name(self, split: str | None) -> str:
+        """``split`` checked against :attr:`splits` (None: the evaluation split)."""
+        if split is None:
+            return self.splits[0]
+        if split not in self.splits:
+            raise InputError(f"{self.name} has no split {split!r} (splits: {', '.join(self.splits)})")
+        return split
 
     @abc.abstractmethod
-    def load(self, root: Path) -> LoadedDataset:
-        """Read the dataset from ``root`` (its own folder under the data root)."""
+    def load(self, data_root: Path, split: str | None = None) -> LoadedDataset:
+        """Read one split (None: the evaluation split) from this dataset's folder under ``data_root``."""
 
     @abc.abstractmethod
-    def check(self, root: Path) -> list[str]:
+    def check(self, data_root: Path) -> list[str]:
         """Problems found (counts, ground truth, missing files); an empty list means the dataset is sound."""
+
+    def summary(self, data_root: Path) -> dict[str, object]:
+        """Facts for ``data info``: protocol parameters and, where the data is there, counts per split."""
+        counts: dict[str, object] = {}
+        for split in self.splits:
+            try:
+                loaded = self.load(data_root, split)
+            except InputError as error:
+                counts[split] = f"not available ({error.message})"
+                continue
+            counts[split] = {"db": len(loaded.db_paths), "queries": len(loaded.query_paths)}
+        return {"counts": counts}
 
 
 def dataset_problems(registered_name: str, cls: type[DatasetSpec]) -> list[str]:
@@ -159,6 +246,9 @@ def dataset_problems(registered_name: str, cls: type[DatasetSpec]) -> list[str]:
         problems.append(f"{registered_name}: files must be a tuple of FileSpec")
     elif len({f.name for f in files}) != len(files):
         problems.append(f"{registered_name}: two FileSpecs share a name")
+    splits = getattr(cls, "splits", None)
+    if not (isinstance(splits, tuple) and splits and all(isinstance(s, str) for s in splits)):
+        problems.append(f"{registered_name}: splits must be a non-empty tuple of names, evaluation split first")
     if getattr(cls, "__abstractmethods__", None):
         problems.append(f"{registered_name}: does not implement {sorted(cls.__abstractmethods__)}")
     return problems

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from benchmarks.atomic import atomic_write_bytes
 from benchmarks.errors import InputError
 from datasets.base import OxfordGroundTruth, PlaceGroundTruth, RevisitedGroundTruth
 
@@ -227,3 +228,51 @@ def read_place_ground_truth(path: str | Path, panorama_size: int | None = None) 
     if suffix == ".npz":
         return read_place_npz(path, panorama_size)
     raise InputError("ground truth must be a NetVLAD dbStruct .mat or an .npz with utmDb, utmQ, posDistThr", path)
+
+
+# Writers, for the embedded benchmarks and the tests: the same layouts the readers above take.
+
+PITTSBURGH_FIELDS = ("whichSet", "dbImageFns", "utmDb", "qImageFns", "utmQ", "numImages", "numQueries", "posDistThr",
+                     "posDistSqThr", "nonTrivPosDistSqThr")
+TOKYO_TM_FIELDS = ("whichSet", "dbImageFns", "utmDb", "dbTimeStamp", "qImageFns", "utmQ", "qTimeStamp", "numImages",
+                   "numQueries", "posDistThr", "posDistSqThr", "nonTrivPosDistSqThr")
+
+
+def write_revisited_gnd(path: str | Path, ground_truth: RevisitedGroundTruth) -> None:
+    """Write ``ground_truth`` as a revisitop ``gnd_<name>.pkl`` (atomically): imlist, qimlist, gnd with bbx."""
+    if ground_truth.query_boxes is None or len(ground_truth.query_names) != ground_truth.n_queries:
+        raise ValueError("a gnd pickle needs query names and boxes for every query")
+    if len(ground_truth.db_names) != ground_truth.n_db:
+        raise ValueError("a gnd pickle needs one database name per database image")
+    entries = [{"easy": e, "hard": h, "junk": j, "bbx": [float(v) for v in box]}
+               for e, h, j, box in zip(ground_truth.easy, ground_truth.hard, ground_truth.junk,
+                                       ground_truth.query_boxes, strict=True)]
+    payload = {"imlist": list(ground_truth.db_names), "qimlist": list(ground_truth.query_names), "gnd": entries}
+    atomic_write_bytes(Path(path), pickle.dumps(payload, protocol=4))
+
+
+def write_dbstruct(path: str | Path, db: DbStruct, fields: tuple[str, ...] = PITTSBURGH_FIELDS,
+                   time_stamps: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Write ``db`` as a NetVLAD dbStruct ``.mat`` (atomically), in Pittsburgh's field order by default.
+
+    Coordinates are stored 2 x n as in the released files; ``posDistSqThr`` is the threshold squared and
+    ``nonTrivPosDistSqThr`` is 10 m squared (NetVLAD's potential-positive radius).
+    """
+    stamps = time_stamps or (np.zeros(len(db.db_image_names)), np.zeros(len(db.query_image_names)))
+    values = {
+        "whichSet": db.which_set,
+        "dbImageFns": np.array(db.db_image_names, dtype=object)[:, None],
+        "utmDb": db.utm_db.T,
+        "dbTimeStamp": stamps[0],
+        "qImageFns": np.array(db.query_image_names, dtype=object)[:, None],
+        "utmQ": db.utm_queries.T,
+        "qTimeStamp": stamps[1],
+        "numImages": len(db.db_image_names),
+        "numQueries": len(db.query_image_names),
+        "posDistThr": db.pos_dist_thr,
+        "posDistSqThr": db.pos_dist_thr**2,
+        "nonTrivPosDistSqThr": 100.0,
+    }
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"dbStruct": {f: values[f] for f in fields}})
+    atomic_write_bytes(Path(path), buffer.getvalue())

@@ -1,7 +1,9 @@
-"""Shared fixtures: the real ground-truth files in tests/data and a temporary results root."""
+"""Shared fixtures: the real ground-truth files in tests/data; no test reaches beyond 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,3 +21,17 @@ PLACES = {"pitts30k_test": DATA / "places" / "pitts30k_test.npz", "tokyo247": DA
 @pytest.fixture
 def gnd_paths() -> dict[str, Path]:
     return GND
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never touch the internet: a request to any host but 127.0.0.1 fails the test."""
+    real = urllib.request.urlopen
+
+    def guarded(request: urllib.request.Request | str, *args: object, **kwargs: object) -> object:
+        url = request.full_url if isinstance(request, urllib.request.Request) else request
+        if urllib.parse.urlsplit(url).hostname != "127.0.0.1":
+            raise AssertionError(f"a test tried to reach the network: {url}")
+        return real(request, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", guarded)

@@ -149,9 +149,10 @@ def test_score_recall_npz_and_panoramas(tmp_path):
 
 
 def test_score_recall_on_a_dbstruct_mat(tmp_path):
-    from tests.test_formats import PITTS_FIELDS, write_dbstruct
+    from datasets.formats import PITTSBURGH_FIELDS
+    from tests.test_formats import write_test_dbstruct
 
-    write_dbstruct(tmp_path / "pitts_tiny.mat", PITTS_FIELDS)  # db at x = 0, 10, 20, 30; queries at 0, 30
+    write_test_dbstruct(tmp_path / "pitts_tiny.mat", PITTSBURGH_FIELDS)  # db at x = 0, 10, 20, 30; queries at 0, 30
     np.save(tmp_path / "p.npy", np.array([[2, 0], [1, 3]]))
     out = json.loads(run("score", "recall", "--gt", tmp_path / "pitts_tiny.mat", "--predictions", tmp_path / "p.npy",
                          "--n", "1,2", "--json").output)

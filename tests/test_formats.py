@@ -9,7 +9,17 @@ import pytest
 import scipy.io
 
 from benchmarks.errors import InputError
-from datasets.formats import read_dbstruct, read_oxford_gnd, read_place_ground_truth, read_revisited_gnd
+from datasets.formats import (
+    PITTSBURGH_FIELDS,
+    TOKYO_TM_FIELDS,
+    DbStruct,
+    read_dbstruct,
+    read_oxford_gnd,
+    read_place_ground_truth,
+    read_revisited_gnd,
+    write_dbstruct,
+    write_revisited_gnd,
+)
 from tests.conftest import GND, PLACES
 
 
@@ -80,27 +90,17 @@ def test_original_protocol_gnd_unites_good_and_ok(tmp_path):
         read_oxford_gnd(GND["roxford5k"])
 
 
-PITTS_FIELDS = ("whichSet", "dbImageFns", "utmDb", "qImageFns", "utmQ", "numImages", "numQueries", "posDistThr",
-                "posDistSqThr", "nonTrivPosDistSqThr")
-TOKYO_TM_FIELDS = ("whichSet", "dbImageFns", "utmDb", "dbTimeStamp", "qImageFns", "utmQ", "qTimeStamp", "numImages",
-                   "numQueries", "posDistThr", "posDistSqThr", "nonTrivPosDistSqThr")
+def write_test_dbstruct(path, fields, n_db=4, n_q=2):
+    db = DbStruct("test", tuple(f"db/{i:03d}.jpg" for i in range(n_db)), np.stack([np.arange(n_db) * 10.0,
+                  np.zeros(n_db)], 1), tuple(f"q/{i:03d}.jpg" for i in range(n_q)),
+                  np.stack([np.arange(n_q) * 30.0, np.zeros(n_q)], 1), 25.0)
+    write_dbstruct(path, db, fields, (np.arange(n_db), np.arange(n_q)))
 
 
-def write_dbstruct(path, fields, n_db=4, n_q=2):
-    values = {
-        "whichSet": "test", "dbImageFns": np.array([f"db/{i:03d}.jpg" for i in range(n_db)], dtype=object)[:, None],
-        "utmDb": np.vstack([np.arange(n_db) * 10.0, np.zeros(n_db)]), "dbTimeStamp": np.arange(n_db),
-        "qImageFns": np.array([f"q/{i:03d}.jpg" for i in range(n_q)], dtype=object)[:, None],
-        "utmQ": np.vstack([np.arange(n_q) * 30.0, np.zeros(n_q)]), "qTimeStamp": np.arange(n_q),
-        "numImages": n_db, "numQueries": n_q, "posDistThr": 25, "posDistSqThr": 625, "nonTrivPosDistSqThr": 100,
-    }
-    scipy.io.savemat(path, {"dbStruct": {f: values[f] for f in fields}})
-
-
-@pytest.mark.parametrize("fields", [PITTS_FIELDS, TOKYO_TM_FIELDS], ids=["pittsburgh", "tokyo_time_machine"])
+@pytest.mark.parametrize("fields", [PITTSBURGH_FIELDS, TOKYO_TM_FIELDS], ids=["pittsburgh", "tokyo_time_machine"])
 def test_dbstruct_in_both_field_orders(tmp_path, fields):
     path = tmp_path / "db.mat"
-    write_dbstruct(path, fields)
+    write_test_dbstruct(path, fields)
     db = read_dbstruct(path)
     assert db.which_set == "test" and db.pos_dist_thr == 25.0
     assert db.db_image_names == ("db/000.jpg", "db/001.jpg", "db/002.jpg", "db/003.jpg")
@@ -111,7 +111,7 @@ def test_dbstruct_in_both_field_orders(tmp_path, fields):
 
 def test_dbstruct_with_a_missing_field_is_named(tmp_path):
     path = tmp_path / "db.mat"
-    write_dbstruct(path, [f for f in PITTS_FIELDS if f != "utmQ"])
+    write_test_dbstruct(path, tuple(f for f in PITTSBURGH_FIELDS if f != "utmQ"))
     with pytest.raises(InputError, match="dbStruct lacks field"):
         read_dbstruct(path)
     scipy.io.savemat(path, {"other": np.zeros(2)})
@@ -130,3 +130,12 @@ def test_place_ground_truth_by_extension(tmp_path):
         read_place_ground_truth(bad)
     with pytest.raises(InputError, match="dbStruct .mat or an .npz"):
         read_place_ground_truth(tmp_path / "gt.txt")
+
+
+def test_gnd_writer_round_trips_the_real_ground_truth(tmp_path):
+    real = read_revisited_gnd(GND["roxford5k"])
+    write_revisited_gnd(tmp_path / "gnd.pkl", real)
+    again = read_revisited_gnd(tmp_path / "gnd.pkl")
+    assert again.db_names == real.db_names and again.query_names == real.query_names
+    assert all(np.array_equal(a, b) for a, b in zip(again.hard + again.junk, real.hard + real.junk, strict=True))
+    assert np.array_equal(again.query_boxes, real.query_boxes)

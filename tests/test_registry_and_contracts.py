@@ -11,12 +11,13 @@ import torch.nn.functional as F
 
 from benchmarks.errors import InputError
 from benchmarks.registry import Registry
-from datasets import DATASETS
+from datasets import load_plugins as load_dataset_plugins
 from datasets.base import DatasetSpec, FileSpec, LoadedDataset, Protocol, dataset_problems
 from methods import load_plugins
 from methods.base import Config, ExtractionProtocol, RetrievalMethod, WeightsSpec, method_problems
 
 METHODS = load_plugins()
+DATASETS = load_dataset_plugins()
 
 
 def test_registry_register_get_and_suggest():
@@ -40,6 +41,7 @@ def test_registered_method_satisfies_the_contract(name):
 @pytest.mark.parametrize("name", DATASETS.names())
 def test_registered_dataset_satisfies_the_contract(name):
     assert dataset_problems(name, DATASETS.get(name)) == []
+    assert all(required in DATASETS for required in DATASETS.get(name).requires)
 
 
 @dataclass(frozen=True)
@@ -95,10 +97,10 @@ class ToyDataset(DatasetSpec):
     protocol = Protocol.REVISITED
     files = (FileSpec("gnd_toy.pkl", urls=("https://example.org/gnd_toy.pkl",), sha256="0" * 64),)
 
-    def load(self, root: Path) -> LoadedDataset:
+    def load(self, data_root: Path, split: str | None = None) -> LoadedDataset:
         raise NotImplementedError
 
-    def check(self, root: Path) -> list[str]:
+    def check(self, data_root: Path) -> list[str]:
         return []
 
 

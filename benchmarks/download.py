@@ -1,0 +1,240 @@
+"""The one way bytes enter the suite: HTTP(S) downloads that resume, retry, fall back and verify.
+
+``fetch(urls, dest)`` tries each source in order (mirrors first, then the official URLs). Bytes go to
+``<dest>.part``; an interrupted transfer resumes with a byte-range request guarded by ``If-Range`` (so a file
+changed on the server restarts instead of splicing two versions), retries back off exponentially, and the
+finished file is checked (size, sha256) before one atomic rename puts it at ``dest``. A file that fails its
+checksum is deleted: nothing unverified is ever left at ``dest``.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import http.client
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from benchmarks.atomic import atomic_write_text
+from benchmarks.errors import InputError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+USER_AGENT = "image-retrieval-benchmarks (+https://github.com; python urllib)"
+# HTTP statuses worth retrying on the same source; any other error status moves on to the next source.
+_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A verified file at ``path``: its sha256, size in bytes and the URL it came from (None if already there)."""
+
+    path: Path
+    sha256: str
+    size: int
+    url: str | None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How hard to try one source: ``attempts`` tries without progress, sleeping ``backoff * 2**k`` between."""
+
+    attempts: int = 5
+    backoff: float = 1.0
+    timeout: float = 60.0
+
+
+class _Transient(Exception):
+    """A failure worth retrying on the same source (dropped connection, timeout, 5xx)."""
+
+
+class _SourceFailed(Exception):
+    """This source cannot give the file (404, wrong size or checksum): try the next one."""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path) -> Iterator[None]:
+    """Hold ``<dest>.lock`` so two processes never write the same ``.part`` at once."""
+    lock_path = dest.with_name(dest.name + ".lock")
+    with lock_path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError("another process is downloading this file; wait for it or stop it", dest) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            lock_path.unlink(missing_ok=True)
+
+
+def fetch(urls: Sequence[str], dest: Path, *, sha256: str | None = None, size: int | None = None,
+          retry: Retry = Retry(), label: str | None = None, position: int | None = None,
+          sleep: Callable[[float], None] = time.sleep) -> Fetched:
+    """Download ``dest`` from the first of ``urls`` that gives the right bytes.
+
+    ``sha256``/``size``: what the file must be (None: not known; the caller records what it got). A file
+    already at ``dest`` that matches is not downloaded again. Raises :class:`InputError` naming ``dest``
+    and every source's failure when no source works; the partial file of a dropped transfer is kept for the
+    next run to resume, a file with wrong contents is deleted.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        have = sha256_of(dest)
+        if sha256 is None or have == sha256:
+            return Fetched(dest, have, dest.stat().st_size, None)
+        log.warning("%s: sha256 %s differs from the expected %s; downloading it again", dest, have, sha256)
+        dest.unlink()
+    if not urls:
+        raise InputError("no source to download from", dest)
+    failures = []
+    with _exclusive(dest):
+        for url in urls:
+            try:
+                got = _from_source(url, dest, sha256, size, retry, label or dest.name, position, sleep)
+            except _SourceFailed as failure:
+                failures.append(f"{url}: {failure}")
+                log.warning("%s: %s", url, failure)
+                continue
+            return Fetched(dest, got, dest.stat().st_size, url)
+    raise InputError("could not be downloaded; nothing was left in its place.\n  " + "\n  ".join(failures)
+                     + "\n  Run the command again to resume, or give a working copy with --mirror URL_PREFIX", dest)
+
+
+def _from_source(url: str, dest: Path, sha256: str | None, size: int | None, retry: Retry, label: str,
+                 position: int | None, sleep: Callable[[float], None]) -> str:
+    """Transfer from one URL with retries, then verify and rename; returns the sha256."""
+    part, meta = dest.with_name(dest.name + ".part"), dest.with_name(dest.name + ".part.json")
+    failed_tries = 0
+    while True:
+        before = part.stat().st_size if part.exists() else 0
+        try:
+            total = _transfer(url, part, meta, size, retry.timeout, label, position)
+            break
+        except _Transient as error:
+            progressed = part.exists() and part.stat().st_size > before
+            failed_tries = 0 if progressed else failed_tries + 1
+            if failed_tries >= retry.attempts:
+                raise _SourceFailed(f"gave up after {retry.attempts} tries without progress ({error})") from None
+            delay = retry.backoff * 2 ** max(failed_tries - 1, 0)
+            log.info("%s: %s; retrying in %.1f s (resuming at byte %d)", url, error,
+                     delay, part.stat().st_size if part.exists() else 0)
+            sleep(delay)
+    got_size = part.stat().st_size
+    problem = None
+    if total is not None and got_size != total:
+        problem = f"server sent {got_size} bytes of {total}"
+    elif size is not None and got_size != size:
+        problem = f"{got_size} bytes, expected {size}"
+    got = sha256_of(part)
+    if problem is None and sha256 is not None and got != sha256:
+        problem = f"sha256 {got} does not match the expected {sha256} (corrupt or changed file)"
+    if problem is not None:
+        part.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
+        raise _SourceFailed(problem + "; the partial file was deleted")
+    part.replace(dest)
+    meta.unlink(missing_ok=True)
+    return got
+
+
+def _resume_point(part: Path, meta: Path, url: str) -> tuple[int, str | None]:
+    """Bytes already in ``part`` from this same URL, and the validator (ETag / Last-Modified) they came with."""
+    if not part.exists():
+        return 0, None
+    try:
+        saved = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    if saved.get("url") != url:  # bytes from another source or of unknown origin: start over
+        part.unlink()
+        return 0, None
+    return part.stat().st_size, saved.get("validator")
+
+
+def _transfer(url: str, part: Path, meta: Path, size: int | None, timeout: float, label: str,
+              position: int | None) -> int | None:
+    """Append the rest of ``url`` to ``part``; returns the full size the server announced (None if unknown)."""
+    offset, validator = _resume_point(part, meta, url)
+    if size is not None and offset == size:
+        return size
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+        if validator:
+            request.add_header("If-Range", validator)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:  # nothing left to send: the part may be complete; verification decides
+            return None
+        if error.code in _TRANSIENT_STATUS:
+            raise _Transient(f"HTTP {error.code}") from None
+        raise _SourceFailed(f"HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        raise _Transient(f"{type(error).__name__}: {getattr(error, 'reason', error)}") from None
+    with response:
+        if response.status == 206:
+            start, total = _content_range(response.headers.get("Content-Range", ""))
+            if start != offset:
+                part.unlink(missing_ok=True)
+                raise _Transient(f"server resumed at byte {start}, not {offset}")
+        else:  # 200: the server ignored the range or the file changed (If-Range): start over
+            if offset:
+                log.info("%s: the server sent the whole file; restarting from byte 0", url)
+            offset, total = 0, _int_or_none(response.headers.get("Content-Length"))
+        if size is not None and total is not None and total != size:
+            raise _SourceFailed(f"the server's file has {total} bytes, expected {size}")
+        atomic_write_text(meta, json.dumps({"url": url, "validator": response.headers.get("ETag")
+                                            or response.headers.get("Last-Modified"), "total": total}))
+        _stream(response, part, offset, total, label, position)
+    return total
+
+
+def _stream(response: http.client.HTTPResponse, part: Path, offset: int, total: int | None, label: str,
+            position: int | None) -> None:
+    with part.open("ab" if offset else "wb") as out, tqdm(
+        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=label, position=position,
+        leave=position is None, disable=None, dynamic_ncols=True,
+    ) as bar:
+        try:
+            for block in iter(lambda: response.read(CHUNK), b""):
+                out.write(block)
+                bar.update(len(block))
+        except (OSError, http.client.HTTPException) as error:
+            raise _Transient(f"connection lost after {out.tell()} bytes ({type(error).__name__})") from None
+        if total is not None and out.tell() < total:
+            raise _Transient(f"connection closed after {out.tell()} of {total} bytes")
+
+
+def _content_range(value: str) -> tuple[int, int | None]:
+    """``bytes START-END/TOTAL`` -> (START, TOTAL or None when ``*``)."""
+    try:
+        _unit, spec = value.split(" ", 1)
+        span, total = spec.split("/", 1)
+        return int(span.split("-", 1)[0]), (None if total.strip() == "*" else int(total))
+    except ValueError:
+        raise _Transient(f"unreadable Content-Range {value!r}") from None
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
