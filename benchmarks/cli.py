@@ -62,7 +62,7 @@ def list_plugins(as_json: bool) -> None:
     for title, entries in (("methods", methods), ("datasets", datasets)):
         click.echo(f"{title}:")
         for name, description in entries.items():
-            click.echo(f"  {name:<14} {description}")
+            click.echo(f"  {name:<16} {description}")
         if not entries:
             click.echo("  (none registered yet)")
 
@@ -262,7 +262,7 @@ def data_info(name: str, root: Path | None, as_json: bool) -> None:
     for key, value in info.items():
         if key == "files":
             acquired = sum(f["acquired"] for f in files)
-            click.echo(f"files: {acquired} of {len(files)} acquired")
+            click.echo(f"files: {acquired} of {len(files)} acquired" if files else "files: none to download")
             for f in files[:6]:
                 mark = "x" if f["acquired"] else " "
                 click.echo(f"  [{mark}] {f['name']}  sha256: {f['checksum']}  {(f['urls'] or [''])[0]}")

@@ -13,7 +13,7 @@ from datasets.base import DatasetSpec
 
 DATASETS: Registry[type[DatasetSpec]] = Registry("dataset")
 
-SHARED_MODULES = frozenset({"base", "formats", "acquire", "places"})
+SHARED_MODULES = frozenset({"base", "formats", "acquire", "places", "synthetic_scenes"})
 
 
 def load_plugins() -> Registry[type[DatasetSpec]]:

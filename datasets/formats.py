@@ -251,12 +251,16 @@ def write_revisited_gnd(path: str | Path, ground_truth: RevisitedGroundTruth) ->
     atomic_write_bytes(Path(path), pickle.dumps(payload, protocol=4))
 
 
+_MAT_HEADER_TEXT = 116  # the free-text start of a MAT header, where scipy writes the time: same input, same bytes
+
+
 def write_dbstruct(path: str | Path, db: DbStruct, fields: tuple[str, ...] = PITTSBURGH_FIELDS,
                    time_stamps: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Write ``db`` as a NetVLAD dbStruct ``.mat`` (atomically), in Pittsburgh's field order by default.
 
     Coordinates are stored 2 x n as in the released files; ``posDistSqThr`` is the threshold squared and
-    ``nonTrivPosDistSqThr`` is 10 m squared (NetVLAD's potential-positive radius).
+    ``nonTrivPosDistSqThr`` is 10 m squared (NetVLAD's potential-positive radius). No time stamp in the
+    header: the same struct gives the same bytes.
     """
     stamps = time_stamps or (np.zeros(len(db.db_image_names)), np.zeros(len(db.query_image_names)))
     values = {
@@ -275,4 +279,6 @@ def write_dbstruct(path: str | Path, db: DbStruct, fields: tuple[str, ...] = PIT
     }
     buffer = io.BytesIO()
     scipy.io.savemat(buffer, {"dbStruct": {f: values[f] for f in fields}})
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    data = bytearray(buffer.getvalue())
+    data[:_MAT_HEADER_TEXT] = b"MATLAB 5.0 MAT-file, written by image-retrieval-benchmarks".ljust(_MAT_HEADER_TEXT)
+    atomic_write_bytes(Path(path), bytes(data))

@@ -44,8 +44,8 @@ class DbStructDataset(DatasetSpec):
 
     @property
     def images_request(self) -> str:
-        """Where to ask for the images: the ``manual`` text of the ``images`` file."""
-        return next(f.manual for f in self.files if f.name == "images" and f.manual)
+        """Where to ask for the images: the ``manual`` text of the ``images`` file ("" when they come with it)."""
+        return next((f.manual for f in self.files if f.name == "images" and f.manual), "")
 
     def dbstruct(self, data_root: Path, split: str | None = None) -> DbStruct:
         name = self.mat_files[self.split_name(split)]
@@ -135,5 +135,8 @@ class DbStructDataset(DatasetSpec):
         log.info("%s: images linked from %s", self.name, images)
 
     def summary(self, data_root: Path) -> dict[str, object]:
+        extra = {"images": self.images_request} if self.images_request else {}
+        if self.panorama_size:
+            extra["panorama size"] = f"{self.panorama_size} cutouts: Recall@N counts panoramas"
         return {**super().summary(data_root), "positives": "database images within posDistThr (25 m) in UTM",
-                "panorama size": self.panorama_size, "images": self.images_request}
+                **extra}
