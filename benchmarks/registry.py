@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -52,3 +54,10 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def import_plugins(package: str, path: list[str], shared: frozenset[str]) -> None:
+    """Import every module of ``package`` (its ``__path__``) except the ``shared`` ones: each registers itself."""
+    for module in pkgutil.iter_modules(path):
+        if module.name not in shared:
+            importlib.import_module(f"{package}.{module.name}")

@@ -5,10 +5,7 @@ This top-level package shadows Hugging Face's ``datasets``: the suite runs from 
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from benchmarks.registry import Registry
+from benchmarks.registry import Registry, import_plugins
 from datasets.base import DatasetSpec
 
 DATASETS: Registry[type[DatasetSpec]] = Registry("dataset")
@@ -18,7 +15,5 @@ SHARED_MODULES = frozenset({"base", "formats", "acquire", "places", "synthetic_s
 
 def load_plugins() -> Registry[type[DatasetSpec]]:
     """Import every plugin module (each registers itself) and return the registry."""
-    for module in pkgutil.iter_modules(__path__):
-        if module.name not in SHARED_MODULES:
-            importlib.import_module(f"{__name__}.{module.name}")
+    import_plugins(__name__, __path__, SHARED_MODULES)
     return DATASETS

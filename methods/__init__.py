@@ -4,10 +4,7 @@ Modules of this package other than the shared ones below are plugins, imported b
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from benchmarks.registry import Registry
+from benchmarks.registry import Registry, import_plugins
 from methods.base import RetrievalMethod
 
 METHODS: Registry[type[RetrievalMethod]] = Registry("method")
@@ -17,7 +14,5 @@ SHARED_MODULES = frozenset({"base", "layers", "losses", "mining", "train"})
 
 def load_plugins() -> Registry[type[RetrievalMethod]]:
     """Import every plugin module (each registers itself) and return the registry."""
-    for module in pkgutil.iter_modules(__path__):
-        if module.name not in SHARED_MODULES:
-            importlib.import_module(f"{__name__}.{module.name}")
+    import_plugins(__name__, __path__, SHARED_MODULES)
     return METHODS
