@@ -170,8 +170,7 @@ def unreadable_images(paths: Sequence[Path], label: str = "images") -> list[Path
     bad = []
     for path in tqdm(paths, desc=f"checking {label}", unit="img", disable=None, leave=False):
         try:
-            with Image.open(path) as image:
-                image.size  # noqa: B018 (the header is parsed lazily; this reads it)
+            Image.open(path).close()  # parses the header: enough to catch missing, empty or non-image files
         except (OSError, SyntaxError, ValueError):
             bad.append(path)
     return bad
