@@ -79,14 +79,14 @@ class DbStructDataset(DatasetSpec):
                              db.ground_truth(self.panorama_size))
 
     def check(self, data_root: Path) -> list[str]:
-        problems = []
+        problems, loaded = [], []
         for split in self.splits:
             try:
-                loaded = self.load(data_root, split)
+                loaded.append(self.load(data_root, split))
             except InputError as error:
                 problems.append(str(error))
                 continue
-            gt = loaded.ground_truth
+            gt = loaded[-1].ground_truth
             assert isinstance(gt, PlaceGroundTruth)
             want = self.expected_counts[split]
             if (gt.n_db, gt.n_queries) != want:
@@ -95,20 +95,22 @@ class DbStructDataset(DatasetSpec):
             if self.panorama_size and gt.n_db % self.panorama_size:
                 problems.append(f"{split}: {gt.n_db} database images are not whole panoramas of "
                                 f"{self.panorama_size}")
-            missing = self._missing_images(loaded)
-            if missing:
-                problems.append(f"{split}: {len(missing)} images missing or unreadable, e.g. {missing[0]}")
+        missing = self._missing_images(loaded)
+        if missing:
+            problems.append(f"{len(missing)} images the .mat files name are missing or unreadable, e.g. {missing[0]}")
         return problems
 
-    def _missing_images(self, loaded: LoadedDataset) -> list[Path]:
-        return unreadable_images(loaded.db_paths + loaded.query_paths, self.name)
+    def _missing_images(self, splits: list[LoadedDataset]) -> list[Path]:
+        """Missing or unreadable images of ``splits``, each image read once (Pittsburgh's splits share images)."""
+        paths = sorted({p for loaded in splits for p in loaded.db_paths + loaded.query_paths})
+        return unreadable_images(paths, self.name)
 
     def prepare(self, data_root: Path, options: AcquireOptions) -> None:
         """Fetch the public ``.mat`` files, link ``options.images``, then insist every named image is there."""
         super().prepare(data_root, options)
         if options.images is not None:
             self._link_images(data_root, options.images)
-        missing = sorted({p for split in self.splits for p in self._missing_images(self.load(data_root, split))})
+        missing = self._missing_images([self.load(data_root, split) for split in self.splits])
         listing = self.folder(data_root) / MISSING_LIST
         if not missing:
             listing.unlink(missing_ok=True)

@@ -224,6 +224,9 @@ def test_pittsburgh_fetches_the_structs_then_lists_exactly_the_missing_images(se
     assert (root / "pitts30k/missing_images.txt").read_text().splitlines() == [
         str(root / "pitts30k/images/queries/000/val000000_pitch1_yaw2.jpg")]
 
+    assert spec.check(root) == [f"1 images the .mat files name are missing or unreadable, e.g. "
+                                f"{root}/pitts30k/images/queries/000/val000000_pitch1_yaw2.jpg"]
+
     lost.write_bytes(jpeg)
     spec.prepare(root, options)
     assert not (root / "pitts30k/missing_images.txt").exists() and spec.check(root) == []
