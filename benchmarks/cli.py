@@ -272,6 +272,96 @@ def data_info(name: str, root: Path | None, as_json: bool) -> None:
             click.echo(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
 
 
+def _device(requested: str | None) -> str:
+    import torch
+
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@cli.command("train")
+@click.argument("method")
+@click.option("--dataset", required=True, help="A dataset with a training split (synth_places, pitts30k, ...).")
+@click.option("--split", default="train", show_default=True)
+@click.option("--steps", type=click.IntRange(min=0), required=True,
+              help="Optimiser steps (0: only the initialisation and the fitted parts, an untrained baseline).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--config", "config_pairs", multiple=True, metavar="FIELD=VALUE",
+              help="Override a field of the method's Config (backbone=resnet18, num_clusters=16). Repeatable.")
+@click.option("--set", "recipe_pairs", multiple=True, metavar="FIELD=VALUE",
+              help="Override a field of the method's training recipe (lr=0.01, cache_refresh=50). Repeatable.")
+@click.option("--name", required=True, help="Weights name, arch.tag (resnet18.synth_places).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write.")
+@_ROOT
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
+def train_command(method: str, dataset: str, split: str, steps: int, seed: int, config_pairs: tuple[str, ...],
+                  recipe_pairs: tuple[str, ...], name: str, out: Path, root: Path | None, device: str | None) -> None:
+    """Train METHOD on a dataset's training split; resumable (OUT.state), runs under torchrun as well."""
+    import dataclasses
+
+    from benchmarks.data_root import data_root
+    from methods import load_plugins
+    from methods.base import parse_overrides
+    from methods.train import TrainOptions, init_distributed, train
+    from methods.weights import save_checkpoint
+
+    cls = load_plugins().get(method)
+    default_recipe = getattr(cls, "recipe", None)
+    if default_recipe is None:
+        raise click.UsageError(f"{method} has no training recipe in this suite")
+    try:
+        config = cls.config_class(**parse_overrides(cls.config_class, config_pairs))
+        recipe = dataclasses.replace(default_recipe, **parse_overrides(type(default_recipe), recipe_pairs))
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    import torch
+
+    spec, folder_root = _dataset(dataset), data_root(root)
+    torch.manual_seed(seed)  # the random initialisation of whatever the method does not load or fit
+    model = cls(config)
+    state = Path(f"{out}.state")
+    report = train(model, spec.load(folder_root, split), recipe,
+                   TrainOptions(steps=steps, seed=seed, device=_device(device), state=state))
+    if init_distributed()[0] != 0:
+        return
+    digest = save_checkpoint(out, model.cpu(), name, {
+        "trained_on": {"dataset": dataset, "split": split}, "recipe": dataclasses.asdict(recipe), **report})
+    state.unlink(missing_ok=True)
+    click.echo(f"{out}: {method} {name}, sha256 {digest}")
+
+
+@cli.command("evaluate")
+@click.option("--method", required=True)
+@click.option("--weights", required=True, help="A weights name of the method, or the path of a checkpoint.")
+@click.option("--dataset", "datasets", required=True, multiple=True, help="Repeatable.")
+@click.option("--split", default=None, help="Default: the dataset's evaluation split.")
+@click.option("--crop-queries/--no-crop-queries", default=None,
+              help="Crop queries to their boxes (default: as the method's protocol says; recorded in the result).")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where results go (default: the repository's results/).")
+@_ROOT
+@click.option("--mirror", "mirrors", multiple=True, metavar="URL_PREFIX", help="Tried first for weights files.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
+def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split: str | None,
+                     crop_queries: bool | None, results_dir: Path | None, root: Path | None,
+                     mirrors: tuple[str, ...], batch_size: int, device: str | None) -> None:
+    """Extract, search and score; writes results/<dataset>/<method>/<weights>.json with provenance."""
+    from benchmarks.data_root import data_root
+    from benchmarks.evaluate import EvaluateOptions, evaluate
+    from benchmarks.results import RESULTS_DIR, write_result
+    from datasets.acquire import AcquireOptions
+    from methods import load_plugins
+
+    cls = load_plugins().get(method)
+    options = EvaluateOptions(data_root=data_root(root), split=split, crop_queries=crop_queries,
+                              batch_size=batch_size, device=_device(device), acquire=AcquireOptions(mirrors=mirrors))
+    for name in datasets:
+        result = evaluate(cls, weights, _dataset(name), options)
+        path = write_result(result, results_dir or RESULTS_DIR)
+        shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if not k.startswith("mp@"))
+        click.echo(f"{name} / {method} / {result.weights}: {shown}  -> {path}")
+
+
 @cli.group()
 def speed() -> None:
     """Speed benchmarks: figures with the machine and versions that produced them."""

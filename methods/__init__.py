@@ -9,7 +9,7 @@ from methods.base import RetrievalMethod
 
 METHODS: Registry[type[RetrievalMethod]] = Registry("method")
 
-SHARED_MODULES = frozenset({"base", "layers", "losses", "mining", "train"})
+SHARED_MODULES = frozenset({"base", "layers", "losses", "mining", "train", "weights"})
 
 
 def load_plugins() -> Registry[type[RetrievalMethod]]:

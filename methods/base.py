@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -49,7 +50,8 @@ class WeightsSpec:
 class ExtractionProtocol:
     """How the paper extracts test descriptors.
 
-    ``max_size``: longest image side before the scales apply (None: the image as it is). Multi-scale
+    ``max_size``: images whose longest side exceeds it are downscaled to it (aspect kept) before the scales
+    apply; smaller ones are not enlarged (None: the image as it is). Multi-scale
     descriptors are L2-normalised per scale, averaged and re-normalised. ``crop_queries``: queries are
     cropped to their ground-truth box first (revisited protocol).
     """
@@ -68,7 +70,7 @@ class RetrievalMethod(nn.Module, abc.ABC):
     description: ClassVar[str]
     config_class: ClassVar[type[Config]]
     weights: ClassVar[Mapping[str, WeightsSpec]]
-    protocol: ClassVar[ExtractionProtocol]
+    protocol: ExtractionProtocol  # the class's; an instance holds its own where its weights expect other mean/std
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__()
@@ -82,6 +84,11 @@ class RetrievalMethod(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images normalised with ``protocol.mean``/``std`` -> (B, D) unit-norm descriptors."""
+
+    @classmethod
+    def convert_weights(cls, path: Path, config: Config) -> RetrievalMethod:
+        """The model holding a published weights file (in the format its WeightsSpec's ``conversion`` names)."""
+        raise NotImplementedError(f"{cls.name} has no converter for published weights ({path})")
 
 
 def weights_problems(name: str, spec: WeightsSpec, config_class: type[Config]) -> list[str]:
@@ -129,3 +136,44 @@ def method_problems(registered_name: str, cls: type[RetrievalMethod], image_size
     elif not torch.isfinite(out).all() or not torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-4):
         problems.append(f"{registered_name}: descriptors are not finite and L2-normalised")
     return problems
+
+
+def parse_overrides(cls: type, pairs: Sequence[str]) -> dict[str, Any]:
+    """``["num_clusters=16", "whiten_dim=none", "pool_windows=2,3"]`` -> typed values for fields of the
+    dataclass ``cls``, read as the field's declared type (``int | None``, ``float``, ``bool``, ``str``,
+    ``tuple[int, ...]``); a value that reads as none of them is an error naming the field."""
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"{pair!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+        out[key] = _read_as(text.strip(), fields[key], key)
+    return out
+
+
+_BOOLEANS = {"true": True, "yes": True, "false": False, "no": False}
+
+
+def _read_as(text: str, declared: str, key: str) -> Any:
+    for option in (t.strip() for t in declared.split("|")):
+        if option == "None" and text.lower() in ("none", "null", "~"):
+            return None
+        if option == "bool" and text.lower() in _BOOLEANS:
+            return _BOOLEANS[text.lower()]
+        if option.startswith("tuple[") and option.endswith(", ...]"):
+            items = [t.strip() for t in text.strip("[]()").split(",") if t.strip()]
+            try:
+                return tuple(_read_as(item, option[6:-6], key) for item in items)
+            except ValueError:
+                continue
+        try:
+            if option == "int":
+                return int(text)
+            if option == "float":
+                return float(text)
+        except ValueError:
+            continue
+        if option == "str":
+            return text
+    raise ValueError(f"{key}={text!r}: expected {declared}")

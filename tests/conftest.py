@@ -35,3 +35,15 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(request, *args, **kwargs)
 
     monkeypatch.setattr(urllib.request, "urlopen", guarded)
+
+
+@pytest.fixture(scope="session")
+def embedded_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding both embedded benchmarks, generated once per session."""
+    from datasets import load_plugins
+    from datasets.acquire import AcquireOptions
+
+    root = tmp_path_factory.mktemp("embedded")
+    for name in ("synth_landmarks", "synth_places"):
+        load_plugins().get(name)().prepare(root, AcquireOptions())
+    return root

@@ -1,0 +1,111 @@
+"""(method, weights, dataset) -> RunResult: extraction, search and scoring, the same for every method."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.extract import extract
+from benchmarks.metrics import oxford_scores, recall_at_n, revisited_scores
+from benchmarks.provenance import environment, git_state
+from benchmarks.results import Provenance, RunResult, metrics_of
+from benchmarks.search import rank_by_inner_product, top_k_by_inner_product
+from datasets.acquire import AcquireOptions
+from datasets.base import (
+    GroundTruth,
+    LoadedDataset,
+    OxfordGroundTruth,
+    PlaceGroundTruth,
+    RevisitedGroundTruth,
+)
+from methods.base import RetrievalMethod
+from methods.weights import resolve_weights
+
+log = logging.getLogger(__name__)
+
+RECALL_NS = (1, 5, 10, 20)
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    data_root: Path
+    split: str | None = None            # None: the dataset's evaluation split
+    crop_queries: bool | None = None    # None: as the method's protocol says
+    batch_size: int = 16
+    device: str = "cpu"
+    acquire: AcquireOptions = AcquireOptions()
+
+
+def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options: EvaluateOptions) -> RunResult:
+    """Extract descriptors of the dataset's database and queries with the method, search, score."""
+    started = time.perf_counter()
+    loaded = dataset.load(options.data_root, options.split)
+    resolved = resolve_weights(method, weights, options.data_root, options.acquire)
+    model = resolved.model.to(options.device)
+    protocol = model.protocol
+    boxes = getattr(loaded.ground_truth, "query_boxes", None)
+    crop = protocol.crop_queries if options.crop_queries is None else options.crop_queries
+    log.info("%s on %s: queries %s", method.name, dataset.name,
+             "cropped to their boxes" if crop and boxes is not None else "whole")
+    db = extract(model, loaded.db_paths, protocol, batch_size=options.batch_size, device=options.device)
+    queries = extract(model, loaded.query_paths, protocol, boxes=boxes if crop else None,
+                      batch_size=options.batch_size, device=options.device)
+    metrics, per_query = _score(queries, db, loaded.ground_truth)
+    commit, dirty = git_state()
+    device = torch.cuda.get_device_name() if options.device.startswith("cuda") else options.device
+    provenance = Provenance(
+        git_commit=commit, git_dirty=dirty, weights_sha256=resolved.sha256,
+        dataset_manifest_sha256=_manifest_sha256(loaded, options.data_root),
+        ground_truth_sha256=ground_truth_sha256(loaded.ground_truth),
+        descriptor_sha256=hashlib.sha256(db.tobytes() + queries.tobytes()).hexdigest(),
+        environment=environment(device), seed=None, date=datetime.now(UTC).isoformat(timespec="seconds"),
+        wall_time_s=round(time.perf_counter() - started, 3), command=shlex.join(["python", *sys.argv]))
+    config = {"method": model.config.to_dict(), "split": dataset.split_name(options.split),
+              "protocol": {"max_size": protocol.max_size, "scales": list(protocol.scales),
+                           "mean": list(protocol.mean), "std": list(protocol.std),
+                           "queries_cropped": bool(crop and boxes is not None)},
+              "descriptor_dim": int(db.shape[1])}
+    return RunResult(method=method.name, weights=resolved.name, dataset=dataset.name, protocol=str(dataset.protocol),
+                     config=config, metrics=metrics, per_query=per_query, provenance=provenance)
+
+
+def _score(queries: np.ndarray, db: np.ndarray, gt: GroundTruth) -> tuple[dict[str, float], dict[str, Any]]:
+    if isinstance(gt, PlaceGroundTruth):
+        depth = RECALL_NS[-1] * (gt.panorama_size or 1)
+        top = top_k_by_inner_product(queries, db, depth)
+        return metrics_of(recall_at_n(top, gt.utm_queries, gt.utm_db, gt.threshold, RECALL_NS, gt.panorama_size))
+    ranks = rank_by_inner_product(queries, db)
+    if isinstance(gt, RevisitedGroundTruth):
+        return metrics_of(revisited_scores(ranks, gt.easy, gt.hard, gt.junk, gt.n_db))
+    if isinstance(gt, OxfordGroundTruth):
+        return metrics_of(oxford_scores(ranks, gt.positives, gt.junk, gt.n_db))
+    raise TypeError(f"cannot evaluate on ground truth of type {type(gt).__name__} (a training split?)")
+
+
+def ground_truth_sha256(gt: GroundTruth) -> str:
+    """A digest of the ground truth's content (ids, boxes, coordinates), whatever file it came from."""
+    digest = hashlib.sha256(type(gt).__name__.encode())
+    for name in sorted(vars(gt)):
+        value = getattr(gt, name)
+        for part in value if isinstance(value, tuple) else (value,):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+    return digest.hexdigest()
+
+
+def _manifest_sha256(loaded: LoadedDataset, data_root: Path) -> str:
+    """A digest of the evaluated images' names relative to the data root and their sizes in bytes."""
+    digest = hashlib.sha256()
+    for path in (*loaded.db_paths, *loaded.query_paths):
+        digest.update(f"{path.relative_to(data_root) if path.is_relative_to(data_root) else path.name}\t"
+                      f"{path.stat().st_size}\n".encode())
+    return digest.hexdigest()

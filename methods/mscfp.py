@@ -1,0 +1,57 @@
+"""MSCFP (Vaccaro, Bertini, Uricchio, Del Bimbo, "Image Retrieval using Multi-scale CNN Features Pooling",
+ICMR 2020, arXiv 2004.09695).
+
+ResNet conv5 features are max-pooled with 2 x 2 and 3 x 3 windows at stride 1; the columns of both pooled
+maps, L2-normalised, are the local descriptors. As in the authors' code each 2048-D column is cut into
+512-D sub-vectors before a NetVLAD layer (K = 64, so 64 x 512 = 32768-D), initialised by k-means;
+PCA-whitening and L2 give the descriptor. Trained with a triplet loss (margin 0.1, squared distances) on
+triplets from the paper's Algorithm 1 (``methods.mining.mscfp_triplets``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from methods import METHODS
+from methods.base import ExtractionProtocol, WeightsSpec
+from methods.layers.column_pooling import split_columns, stride1_max_pool_columns
+from methods.netvlad import NetVLADConfig, VLADMethod
+from methods.train import TripletRecipe
+
+
+@dataclass(frozen=True)
+class MSCFPConfig(NetVLADConfig):
+    backbone: str = "resnet101"
+    feature_index: int = 4             # conv5 (res5)
+    drop_final_relu: bool = False
+    num_clusters: int = 64
+    assignment_bias: bool = True
+    whiten_dim: int | None = 4096
+    pool_windows: tuple[int, ...] = (2, 3)
+    subvector_dim: int = 512
+
+
+@METHODS.register("mscfp")
+class MSCFPMethod(VLADMethod):
+    name = "mscfp"
+    description = "MSCFP (ICMR 2020): ResNet conv5, 2x2 + 3x3 stride-1 max-pooling, NetVLAD K=64, PCA-whitening"
+    config_class = MSCFPConfig
+    # Test resolutions 224 + 336 + 504 (Table 2's best; "336" alone in Table 1; the authors' code's input size
+    # is 336): read here as the longest side, i.e. downscale to 336 then scales 2/3, 1, 3/2.
+    protocol = ExtractionProtocol(max_size=336, scales=(2 / 3, 1.0, 1.5), crop_queries=True)
+    # Sec. 3.2: triplet margin 0.1 on squared distances; Algorithm 1 over k = 512 classes, mining batches of
+    # 2048 images, one triplet per class (about 250), mining every 8 iterations; t = 20 as the authors' code.
+    recipe = TripletRecipe(mining="classes", margin=0.1, optimizer="adam", lr=1e-5, tuples_per_batch=32,
+                             cache_refresh=8, mining_classes=512, mining_batch=2048, rank_threshold=20)
+    weights: ClassVar[dict[str, WeightsSpec]] = {}  # no public weights: trained by the user
+
+    @property
+    def local_dim(self) -> int:
+        return self.config.subvector_dim
+
+    def local_descriptors(self, images: torch.Tensor) -> torch.Tensor:
+        columns = stride1_max_pool_columns(self.backbone(images)[-1], self.config.pool_windows)
+        return split_columns(F.normalize(columns, dim=1), self.config.subvector_dim)

@@ -1,0 +1,194 @@
+"""NetVLAD (Arandjelovic, Gronat, Torii, Pajdla, Sivic, CVPR 2016 / TPAMI 2018, arXiv 1511.07247).
+
+VGG-16 cropped at conv5_3 (before its ReLU and pooling); the conv5_3 column features, L2-normalised
+(``preL2``), are pooled by a K = 64 NetVLAD layer (intra-normalisation, then L2) into 32768-D; a learned
+PCA-whitening to 4096-D and L2 give the descriptor. Test images are used whole (Pittsburgh's 640 x 480);
+larger ones (Tokyo 24/7 queries) are downscaled to at most 640 on the long side.
+
+Released weights: the authors' MatConvNet models, as exported to plain MATLAB structs (``net.layers``: the
+13 VGG-16 convolutions, the VLAD layer holding the assignment weights and the *negated* centroids, then the
+whitening as a 1 x 1 convolution) and hosted for hloc; converted by :func:`convert_matconvnet_struct`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.errors import InputError
+from methods import METHODS
+from methods.base import Config, ExtractionProtocol, RetrievalMethod, WeightsSpec
+from methods.layers.backbone import create_backbone, feature_channels
+from methods.layers.netvlad import NetVLAD, kmeans
+from methods.layers.whitening import PCAWhitening
+from methods.train import TripletRecipe
+
+_STRUCT_LICENCE = "MIT (the authors' netvlad code and models; struct export by netvlad_tf_open, MIT)"
+
+
+@dataclass(frozen=True)
+class NetVLADConfig(Config):
+    backbone: str = "vgg16"          # any timm model with features_only
+    feature_index: int = 4           # which of its feature maps: VGG-16's 4 is conv5_3
+    drop_final_relu: bool = True     # take that map before its ReLU (the paper's VGG-16 crop)
+    num_clusters: int = 64
+    assignment_bias: bool = False    # False: the released models' `vlad` layer; True: the paper's general b_k
+    whiten_dim: int | None = 4096    # None: the K * D NetVLAD vector itself
+
+
+class VLADMethod(RetrievalMethod):
+    """Local descriptors -> NetVLAD -> PCA-whitening -> L2; subclasses say how local descriptors are made."""
+
+    config: Any
+    recipe: ClassVar[TripletRecipe]  # the paper's training recipe (``train --set`` overrides its fields)
+
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(config)
+        cfg = self.config
+        self.backbone = create_backbone(cfg.backbone, (cfg.feature_index,), drop_final_relu=cfg.drop_final_relu)
+        self.vlad = NetVLAD(self.local_dim, cfg.num_clusters, cfg.assignment_bias)
+        self.whitening = PCAWhitening(self.vlad.output_dim, cfg.whiten_dim) if cfg.whiten_dim else None
+
+    @property
+    def local_dim(self) -> int:
+        return feature_channels(self.backbone)[-1]
+
+    @property
+    def descriptor_dim(self) -> int:
+        return self.whitening.linear.out_features if self.whitening is not None else self.vlad.output_dim
+
+    def local_descriptors(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, D, N) L2-normalised local descriptors."""
+        return F.normalize(self.backbone(images)[-1].flatten(2), dim=1)
+
+    def aggregate(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, K * D) NetVLAD vectors: what the triplet loss trains, before whitening."""
+        return self.vlad(self.local_descriptors(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        vlad = self.aggregate(images)
+        return vlad if self.whitening is None else F.normalize(self.whitening(vlad), dim=1)
+
+    def initialise(self, local_sample: np.ndarray, seed: int) -> dict[str, float]:
+        """Before training: centroids by k-means of (M, D) sampled local descriptors, then the paper's alpha."""
+        centroids = kmeans(local_sample, self.vlad.num_clusters, seed=seed)
+        return {"alpha": self.vlad.initialise(centroids, local_sample)}
+
+    def finalise(self, training_embeddings: np.ndarray) -> dict[str, float]:
+        """After training: fit the PCA-whitening on (N, K * D) NetVLAD vectors of training images."""
+        if self.whitening is None:
+            return {}
+        eigenvalues = self.whitening.fit(training_embeddings)
+        return {"whitening_energy_kept": float(eigenvalues.sum())}
+
+
+@METHODS.register("netvlad")
+class NetVLADMethod(VLADMethod):
+    name = "netvlad"
+    description = "NetVLAD (CVPR 2016): VGG-16 conv5_3, NetVLAD K=64, PCA-whitening 4096-D"
+    config_class = NetVLADConfig
+    protocol = ExtractionProtocol(max_size=640, scales=(1.0,), crop_queries=True)
+    # Paper Sec. 4 and Appendix: margin 0.1 on squared distances; best potential positive (<= 10 m),
+    # 10 hardest negatives (> 25 m) of 1000 sampled plus last time's; SGD, momentum 0.9, weight decay
+    # 0.001, learning rate 0.0001 halved every 5 epochs, 4 tuples a batch, cache recomputed every 1000
+    # queries; trained from conv5_1 up on Pitts30k-train or Tokyo Time Machine.
+    recipe = TripletRecipe(mining="places", margin=0.1, lr=1e-4, momentum=0.9, weight_decay=1e-3,
+                             tuples_per_batch=4, n_negatives=10, n_sampled_negatives=1000, cache_refresh=1000,
+                             lr_halving_steps=None, train_from="features_24")
+    weights = {
+        "vgg16.pitts30k": WeightsSpec(
+            url="https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat", sha256=None,
+            licence=_STRUCT_LICENCE,
+            source="authors' vd16_pitts30k_conv5_3_vlad_preL2_intra_white (MatConvNet), exported to a struct "
+                   "by netvlad_tf_open's net_class2struct.m, hosted by ETH CVG for hloc",
+            conversion="matconvnet_struct"),
+        "vgg16.tokyotm": WeightsSpec(
+            url="https://cvg-data.inf.ethz.ch/hloc/netvlad/TokyoTM_struct.mat", sha256=None,
+            licence=_STRUCT_LICENCE,
+            source="authors' vd16_tokyoTM_conv5_3_vlad_preL2_intra_white (MatConvNet), exported to a struct "
+                   "by netvlad_tf_open's net_class2struct.m, hosted by ETH CVG for hloc",
+            conversion="matconvnet_struct"),
+    }
+
+    @classmethod
+    def convert_weights(cls, path: Path, config: Config) -> RetrievalMethod:
+        assert isinstance(config, NetVLADConfig)
+        return convert_matconvnet_struct(cls, path, config)
+
+
+def _array(value: Any) -> np.ndarray:
+    return np.asarray(value, dtype=np.float32)
+
+
+def _weighted_layers(path: Path) -> tuple[list[list[np.ndarray]], np.ndarray]:
+    """The weights of each layer that has any, in order, and the average image, from a struct .mat."""
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(path, struct_as_record=False, squeeze_me=True)
+        net = mat["net"]
+        layers = np.atleast_1d(net.layers)
+        average = _array(net.meta.normalization.averageImage).reshape(-1, 3)
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
+        raise InputError(f"not a NetVLAD struct .mat with net.layers and net.meta.normalization.averageImage "
+                         f"({type(error).__name__}: {error})", path) from None
+    weighted = []
+    for layer in layers:
+        weights = getattr(layer, "weights", None)
+        if isinstance(weights, np.ndarray) and weights.dtype != object:
+            weights = [weights]  # loadmat squeezes a one-element cell to its element
+        parts = [] if weights is None else [_array(w) for w in np.atleast_1d(np.asarray(weights, dtype=object))]
+        if any(p.size for p in parts):
+            weighted.append(parts)
+    return weighted, average
+
+
+def convert_matconvnet_struct(cls: type[VLADMethod], path: Path, config: NetVLADConfig) -> VLADMethod:
+    """Build ``cls(config)`` from the authors' weights in struct form.
+
+    MatConvNet kernels are (kh, kw, C_in, C_out), torch's (C_out, C_in, kh, kw); the VLAD layer holds the
+    assignment weights (D, K) and minus the centroids (D, K); the whitening is a (1, 1, K * D, D_out) kernel
+    over the d-major VLAD vector, which our NetVLAD layer also produces. Inputs are 0..255 minus the
+    average image: mean = average / 255, std = 1 / 255 on our 0..1 images.
+    """
+    model = cls(config)
+    layers, average = _weighted_layers(path)
+    convs = [m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
+    expect = len(convs) + 1 + (model.whitening is not None)
+    if len(layers) < expect:
+        raise InputError(f"{len(layers)} layers with weights; the {config.backbone} trunk, VLAD and whitening "
+                         f"need {expect}", path)
+    k, d = model.vlad.num_clusters, model.vlad.dim
+    with torch.no_grad():
+        for index, (conv, (kernel, bias)) in enumerate(zip(convs, layers, strict=False)):
+            what = f"convolution {index + 1}"
+            _fill(conv.weight, kernel, (*conv.kernel_size, conv.in_channels, conv.out_channels), (3, 2, 0, 1), path,
+                  what)
+            _fill(conv.bias, bias, (conv.out_channels,), (0,), path, f"{what} bias")
+        assignment, negated_centroids = layers[len(convs)][:2]
+        _fill(model.vlad.assignment.weight, assignment, (d, k), (1, 0), path, "VLAD assignment")
+        _fill(model.vlad.centroids, -negated_centroids, (d, k), (1, 0), path, "VLAD centroids")
+        if model.whitening is not None:
+            kernel, bias = layers[len(convs) + 1][:2]
+            out = model.whitening.linear.out_features
+            _fill(model.whitening.linear.weight, kernel, (k * d, out), (1, 0), path, "whitening")
+            _fill(model.whitening.linear.bias, bias, (out,), (0,), path, "whitening bias")
+    if not np.allclose(average, average[0], atol=1e-3):
+        raise InputError("the average image is not one colour; only a per-channel mean is supported", path)
+    red, green, blue = (float(v) / 255 for v in average[0])
+    model.protocol = dataclasses.replace(model.protocol, mean=(red, green, blue), std=(1 / 255, 1 / 255, 1 / 255))
+    return model
+
+
+def _fill(target: torch.Tensor | None, array: np.ndarray, layout: tuple[int, ...], to_torch: tuple[int, ...],
+          path: Path, what: str) -> None:
+    """Copy ``array`` (MatConvNet ``layout``, squeezed by loadmat) into ``target``, axes ``to_torch``."""
+    if target is None or array.size != int(np.prod(layout)):
+        raise InputError(f"{what}: the file has shape {array.shape}, the model needs {layout}", path)
+    target.copy_(torch.from_numpy(array.reshape(layout, order="C")).permute(*to_torch))

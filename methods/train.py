@@ -1,0 +1,324 @@
+"""The training loop of the triplet-trained methods (NetVLAD, MSCFP), in one process or under torchrun (DDP).
+
+Training goes in rounds. A round starts by mining with the current weights: ``places`` recomputes the
+descriptor cache of the training split and picks, for the round's queries, the best potential positive
+and the hardest negatives (NetVLAD); ``classes`` embeds a mining batch and applies MSCFP's Algorithm 1.
+The round's tuples are then consumed ``tuples_per_batch`` per step. Every random choice derives from
+(seed, round), and a checkpoint is written after each round, so an interrupted run resumes from its last
+round and ends with the same weights. Before the first round the method initialises itself from local
+descriptors of sampled training images (k-means); after the last it fits what is fitted, not trained
+(PCA-whitening).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from benchmarks.atomic import atomic_write_bytes
+from benchmarks.errors import InputError
+from benchmarks.extract import extract, load_image
+from datasets.base import ClassLabels, LoadedDataset, PlaceGroundTruth
+from methods.base import ExtractionProtocol
+from methods.losses import triplet_loss
+from methods.mining import PlaceMiner, mscfp_triplets, sample_mining_batch
+
+log = logging.getLogger(__name__)
+
+MINING = ("places", "classes")
+FROZEN_BACKBONE = "none"  # train_from value that keeps the whole backbone fixed (only the pooling trains)
+
+
+@dataclass(frozen=True)
+class TripletRecipe:
+    """A paper's training recipe; every field can be overridden (``train --set lr=0.01``)."""
+
+    mining: str                         # "places": GPS tuples (NetVLAD); "classes": MSCFP Algorithm 1
+    lr: float
+    margin: float = 0.1                 # on squared Euclidean distances
+    optimizer: str = "sgd"              # "sgd" (with momentum) or "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    tuples_per_batch: int = 4
+    n_negatives: int = 10               # places: negatives per tuple
+    n_sampled_negatives: int = 1000     # places: random definite negatives considered per query
+    cache_refresh: int = 1000           # places: queries per round; classes: at most steps per round (mining period)
+    lr_halving_steps: int | None = None
+    train_from: str = ""                # backbone children before this one stay frozen ("": all train; "none": none)
+    mining_classes: int = 512           # classes: k
+    mining_batch: int = 2048            # classes: images embedded per mining
+    rank_threshold: int = 100           # classes: case C drops a query whose first positive ranks beyond t
+    cluster_images: int = 500           # images whose local descriptors are sampled for k-means
+    cluster_descriptors: int = 50000
+    batch_size: int = 16                # images per forward when embedding without gradients
+
+    def __post_init__(self) -> None:
+        if self.mining not in MINING:
+            raise ValueError(f"mining must be one of {MINING}, got {self.mining!r}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    steps: int
+    seed: int = 0
+    device: str = "cpu"
+    state: Path | None = None           # resumable training state, rewritten after each round
+
+
+class TripletTrainable(Protocol):
+    """What a method offers the loop (``methods.netvlad.VLADMethod`` does)."""
+
+    protocol: ExtractionProtocol
+    backbone: nn.Module
+    whitening: nn.Module | None
+
+    def local_descriptors(self, images: torch.Tensor) -> torch.Tensor: ...
+    def aggregate(self, images: torch.Tensor) -> torch.Tensor: ...
+    def initialise(self, local_sample: np.ndarray, seed: int) -> dict[str, float]: ...
+    def finalise(self, training_embeddings: np.ndarray) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class _Tuple:
+    images: tuple[Path, ...]            # anchor, positive, negatives
+
+
+class _AggregateView(nn.Module):
+    """``model.aggregate`` as a forward, so that DDP sees it."""
+
+    model: Any
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.aggregate(images)
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); joins the torchrun process group (nccl on GPUs, else gloo) when launched by it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: TrainOptions) -> dict[str, Any]:
+    """Train ``model`` (a :class:`TripletTrainable` nn.Module) in place; returns what the run did."""
+    started = time.perf_counter()
+    rank, world = init_distributed()
+    if recipe.tuples_per_batch % world:
+        raise ValueError(f"tuples_per_batch {recipe.tuples_per_batch} must be a multiple of the {world} processes")
+    device = torch.device(options.device)
+    model.to(device)
+    state = _load_state(options.state)
+    report: dict[str, Any] = state["report"] if state else {"round_losses": []}
+    if state:
+        model.load_state_dict(state["model"])
+    else:
+        report["initialisation"] = model.initialise(_local_sample(model, split, recipe, options, device),
+                                                    options.seed)
+    trainable = _trainable_parameters(model, recipe.train_from)
+    optimiser = (torch.optim.SGD(trainable, lr=recipe.lr, momentum=recipe.momentum,
+                                 weight_decay=recipe.weight_decay) if recipe.optimizer == "sgd"
+                 else torch.optim.Adam(trainable, lr=recipe.lr, weight_decay=recipe.weight_decay))
+    miner = _miner(split, recipe, options.seed)
+    step, round_index = (state["step"], state["round"]) if state else (0, 0)
+    if state:
+        optimiser.load_state_dict(state["optimiser"])
+        if miner is not None:
+            miner.memory = {int(q): n.numpy() for q, n in state["miner_memory"].items()}
+    view = _AggregateView(model)
+    if world > 1 and device.type == "cuda":  # batch statistics over all processes' tuples (CUDA only in torch)
+        view = nn.SyncBatchNorm.convert_sync_batchnorm(view)
+    trained = nn.parallel.DistributedDataParallel(view) if world > 1 else view
+    while step < options.steps:
+        tuples = _mine_round(model, split, recipe, miner, options.seed, round_index, device)
+        losses = []
+        for start in range(0, len(tuples) - recipe.tuples_per_batch + 1, recipe.tuples_per_batch):
+            if step >= options.steps:
+                break
+            for group in optimiser.param_groups:
+                group["lr"] = recipe.lr * 0.5 ** (step // recipe.lr_halving_steps if recipe.lr_halving_steps else 0)
+            batch = tuples[start:start + recipe.tuples_per_batch]
+            losses.append(_step(trained, model, batch[rank::world], len(batch), recipe.margin, optimiser, device))
+            step += 1
+        round_index += 1
+        report["round_losses"].append(float(np.mean(losses)) if losses else None)
+        log.info("round %d: %d tuples, mean loss %s, step %d/%d", round_index, len(tuples),
+                 report["round_losses"][-1], step, options.steps)
+        if not tuples:
+            raise InputError("no training tuple could be mined: the split has no query with a potential positive "
+                             "and enough negatives, or no class with two images", split.db_paths[0].parent)
+        if options.state is not None and rank == 0:
+            _save_state(options.state, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                                        "step": step, "round": round_index, "report": report,
+                                        "miner_memory": {} if miner is None else
+                                        {str(q): torch.from_numpy(n) for q, n in miner.memory.items()}})
+    if rank == 0:
+        db_embeddings = _embed(model.aggregate, split.db_paths, model.protocol, recipe.batch_size, device, 0, 1)
+        report["finalisation"] = model.finalise(db_embeddings)
+    report.update(steps=step, rounds=round_index, seed=options.seed, processes=world,
+                  wall_time_s=round(time.perf_counter() - started, 3))
+    return report
+
+
+def _trainable_parameters(model: Any, train_from: str) -> list[nn.Parameter]:
+    """Freeze the backbone children before ``train_from`` and the fitted whitening; the rest trains."""
+    names = [name for name, _ in model.backbone.named_children()]
+    if train_from not in ("", FROZEN_BACKBONE, *names):
+        raise ValueError(f"train_from {train_from!r} is not a backbone child, '' or {FROZEN_BACKBONE!r}; "
+                         f"children: {names}")
+    frozen = names if train_from == FROZEN_BACKBONE else names[:names.index(train_from)] if train_from else []
+    for name, child in model.backbone.named_children():
+        child.requires_grad_(name not in frozen)
+    if model.whitening is not None:
+        model.whitening.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _local_sample(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: TrainOptions,
+                  device: torch.device) -> np.ndarray:
+    """(M, D) local descriptors from ``cluster_images`` random training images, ``cluster_descriptors`` at most."""
+    rng = np.random.default_rng([options.seed, 0xC1])
+    paths = list(split.db_paths) + list(split.query_paths)
+    chosen = np.sort(rng.choice(len(paths), size=min(recipe.cluster_images, len(paths)), replace=False))
+    model.eval()
+    with torch.no_grad():
+        local = [model.local_descriptors(load_image(paths[i], model.protocol)[None].to(device))[0].T.cpu().numpy()
+                 for i in chosen]
+    sample = np.concatenate(local)
+    if sample.shape[0] > recipe.cluster_descriptors:
+        sample = sample[np.sort(rng.choice(sample.shape[0], recipe.cluster_descriptors, replace=False))]
+    return sample
+
+
+def _miner(split: LoadedDataset, recipe: TripletRecipe, seed: int) -> PlaceMiner | None:
+    gt = split.ground_truth
+    if recipe.mining == "places":
+        if not isinstance(gt, PlaceGroundTruth):
+            raise ValueError("places mining needs a split with GPS ground truth (a dbStruct dataset)")
+        return PlaceMiner(gt.utm_db, gt.utm_queries, n_negatives=recipe.n_negatives,
+                          n_sampled_negatives=recipe.n_sampled_negatives, margin=recipe.margin, seed=seed)
+    if not isinstance(gt, ClassLabels):
+        raise ValueError("classes mining needs a split labelled by class (e.g. synth_landmarks train)")
+    return None
+
+
+def _mine_round(model: Any, split: LoadedDataset, recipe: TripletRecipe, miner: PlaceMiner | None, seed: int,
+                round_index: int, device: torch.device) -> list[_Tuple]:
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rng = np.random.default_rng([seed, round_index])
+    if miner is not None:
+        queries = _round_queries(miner.trainable_queries, recipe.cache_refresh, round_index, seed)
+        db = _embed(model.aggregate, split.db_paths, model.protocol, recipe.batch_size, device, rank, world)
+        q = _embed(model.aggregate, [split.query_paths[i] for i in queries], model.protocol, recipe.batch_size,
+                   device, rank, world)
+        miner.rng = rng
+        picked = [miner.select(int(i), q[row], db) for row, i in enumerate(queries)]
+        return [_Tuple((split.query_paths[t.query], split.db_paths[t.positive],
+                        *(split.db_paths[n] for n in t.negatives))) for t in picked if t is not None]
+    labels = np.asarray(split.ground_truth.labels)  # type: ignore[union-attr]
+    batch = sample_mining_batch(labels, recipe.mining_classes, recipe.mining_batch, rng)
+    paths = [split.db_paths[i] for i in batch]
+    embedded = _embed(model.aggregate, paths, model.protocol, recipe.batch_size, device, rank, world)
+    triplets = mscfp_triplets(embedded, labels[batch], recipe.rank_threshold, rng)
+    return [_Tuple((paths[a], paths[p], paths[n])) for a, p, n in triplets][:recipe.cache_refresh
+                                                                             * recipe.tuples_per_batch]
+
+
+def _round_queries(trainable: np.ndarray, per_round: int, round_index: int, seed: int) -> np.ndarray:
+    """The round's queries: a slice of the endless sequence of per-epoch shuffles of the trainable queries."""
+    n = len(trainable)
+    first = round_index * per_round
+    epochs = range(first // n, (first + per_round - 1) // n + 1)
+    order = np.concatenate([trainable[np.random.default_rng([seed, e, 0xE]).permutation(n)] for e in epochs])
+    offset = first - epochs[0] * n
+    return order[offset:offset + min(per_round, n)]
+
+
+def _embed(embed: Callable[[torch.Tensor], torch.Tensor], paths: Sequence[Path], protocol: ExtractionProtocol,
+           batch_size: int, device: torch.device, rank: int, world: int) -> np.ndarray:
+    """Descriptors of ``paths`` in eval mode; under torchrun each process embeds a shard and all gather."""
+    module = getattr(embed, "__self__", None)
+    was_training = bool(module is not None and module.training)
+    if module is not None:
+        module.eval()
+    mine = extract(embed, list(paths[rank::world]), protocol, batch_size=batch_size, device=device)
+    if module is not None:
+        module.train(was_training)
+    if world == 1:
+        return mine
+    shards: list[Any] = [None] * world
+    dist.all_gather_object(shards, mine)
+    out = np.empty((len(paths), mine.shape[1]), dtype=np.float32)
+    for r, shard in enumerate(shards):
+        out[r::world] = shard
+    return out
+
+
+def _step(trained: nn.Module, model: Any, batch: Sequence[_Tuple], n_in_batch: int, margin: float,
+          optimiser: torch.optim.Optimizer, device: torch.device) -> float:
+    """One optimiser step on this process's tuples; the loss is the mean over the whole batch's tuples."""
+    model.train()
+    for child in model.backbone.children():
+        if not any(p.requires_grad for p in child.parameters()):
+            child.eval()  # frozen layers keep their batch-norm statistics
+    images = [load_image(path, model.protocol) for t in batch for path in t.images]
+    embedded = _forward_grouped(trained, images, device)
+    loss = torch.zeros((), device=device)
+    offset = 0
+    for t in batch:
+        rows = embedded[offset:offset + len(t.images)]
+        loss = loss + triplet_loss(rows[0], rows[1], rows[2:], margin)
+        offset += len(t.images)
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    loss = loss * world / n_in_batch  # DDP averages gradients over processes
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    return float(loss.detach()) / world
+
+
+def _forward_grouped(trained: nn.Module, images: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """(N, E) embeddings of images of possibly different sizes: one forward per size, rows in input order."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        by_shape.setdefault(tuple(image.shape), []).append(i)
+    rows: list[torch.Tensor | None] = [None] * len(images)
+    for members in by_shape.values():
+        out = trained(torch.stack([images[i] for i in members]).to(device))
+        for row, i in zip(out, members, strict=True):
+            rows[i] = row
+    return torch.stack([r for r in rows if r is not None])
+
+
+def _load_state(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a corrupt file
+        raise InputError(f"unreadable training state ({type(error).__name__}); delete it to start afresh", path) \
+            from None
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+

@@ -1,0 +1,143 @@
+"""Weights files: our checkpoint format, named published weights fetched and converted, strict loading.
+
+A checkpoint is one ``torch.save`` dict read back with ``weights_only=True`` (no code from data): the
+method, the weights name ``arch.tag``, the Config fields, the input normalisation the weights expect, the
+state dict and a JSON-able ``origin`` (how it was trained or converted). Next to it, ``<file>.json`` says
+the same in text with the file's sha256. Published weights (``WeightsSpec.url``) are fetched through the
+one download path into ``<data root>/weights/<method>/`` and converted once by the plugin's
+``convert_weights``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from benchmarks.atomic import atomic_write_bytes, atomic_write_text
+from benchmarks.download import sha256_of
+from benchmarks.errors import InputError
+from benchmarks.ids import WEIGHTS_NAME_PATTERN
+from datasets.acquire import AcquireOptions, acquire_files
+from datasets.base import FileSpec
+from methods.base import Config, RetrievalMethod
+
+log = logging.getLogger(__name__)
+
+FORMAT = "image-retrieval-benchmarks/weights"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A model in eval mode with its weights' name and the sha256 of the file they came from."""
+
+    model: RetrievalMethod
+    name: str
+    sha256: str
+    path: Path
+
+
+def config_from(cls: type[RetrievalMethod], values: Mapping[str, Any], source: Path | str) -> Config:
+    """The method's Config from a mapping; unknown fields are an error naming ``source``."""
+    known = {f.name for f in dataclasses.fields(cls.config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"{cls.name} has no config field(s) {unknown}; known: {sorted(known)}", source)
+    return cls.config_class(**values)
+
+
+def save_checkpoint(path: Path, model: RetrievalMethod, weights_name: str, origin: Mapping[str, Any]) -> str:
+    """Atomically write ``path`` and ``path.json``; returns the checkpoint's sha256."""
+    if not WEIGHTS_NAME_PATTERN.match(weights_name):
+        raise ValueError(f"weights name {weights_name!r} is not 'arch.tag' in lowercase")
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": model.name, "weights": weights_name,
+               "config": model.config.to_dict(), "mean": list(model.protocol.mean), "std": list(model.protocol.std),
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+               "origin": dict(origin)}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    digest = sha256_of(path)
+    atomic_write_text(Path(f"{path}.json"), json.dumps(
+        {"sha256": digest, **{k: payload[k] for k in ("method", "weights", "config", "mean", "std", "origin")}},
+        indent=2, sort_keys=True) + "\n")
+    return digest
+
+
+def load_checkpoint(cls: type[RetrievalMethod], path: Path) -> LoadedWeights:
+    """Build ``cls`` from a checkpoint file; every tensor must fill a parameter or buffer of the same shape."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError("no such weights file", path) from None
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a foreign or corrupt file
+        raise InputError(f"not a readable weights file ({type(error).__name__}: {error}); give a file written "
+                         f"by `python -m benchmarks train` or converted from published weights", path) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(f"not a {FORMAT} checkpoint", path)
+    if payload["method"] != cls.name:
+        raise InputError(f"these weights are for method {payload['method']!r}, not {cls.name!r}", path)
+    model = cls(config_from(cls, payload["config"], path))
+    model.protocol = dataclasses.replace(model.protocol, mean=tuple(payload["mean"]), std=tuple(payload["std"]))
+    load_state_strictly(model, payload["state_dict"], path)
+    return LoadedWeights(model.eval(), payload["weights"], sha256_of(path), Path(path))
+
+
+def load_state_strictly(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Path | str) -> None:
+    """``model.load_state_dict`` that names every missing, unexpected and mis-shaped tensor in one error."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+        lines = ([f"missing: {', '.join(missing)}"] if missing else []) \
+            + ([f"unexpected: {', '.join(unexpected)}"] if unexpected else []) \
+            + ([f"shape mismatch: {'; '.join(shapes)}"] if shapes else [])
+        raise InputError("weights do not match the model:\n  " + "\n  ".join(lines), source)
+    model.load_state_dict(dict(state), strict=True)
+
+
+def resolve_weights(cls: type[RetrievalMethod], weights: str, data_root: Path,
+                    options: AcquireOptions | None = None) -> LoadedWeights:
+    """``weights`` is a checkpoint path or a name of ``cls.weights``; published weights are fetched (mirrors,
+    resume, sha256 or lock file) and converted once into ``<data root>/weights/<method>/<name>.pt``; their
+    ``sha256`` is then the published file's."""
+    if weights not in cls.weights:
+        if Path(weights).exists() or weights.endswith((".pt", ".pth")):
+            return load_checkpoint(cls, Path(weights))
+        raise InputError(f"{cls.name} has no weights named {weights!r} (known: {sorted(cls.weights)}); give a "
+                         f"name or the path of a checkpoint", weights)
+    spec = cls.weights[weights]
+    folder = data_root / "weights" / cls.name
+    converted = folder / f"{weights}.pt"
+    if spec.url is None:
+        if converted.exists():
+            return load_checkpoint(cls, converted)
+        raise InputError(f"{cls.name} weights {weights} are not published: train them (python -m benchmarks train "
+                         f"{cls.name} ...) and pass the checkpoint's path", converted)
+    source = FileSpec(name=Path(urlparse(spec.url).path).name, urls=(spec.url,), sha256=spec.sha256)
+    acquire_files(folder, f"weights/{cls.name}", (source,), options or AcquireOptions())
+    source_sha = sha256_of(folder / source.name)
+    if not (converted.exists() and _origin_sha(converted) == source_sha):
+        log.info("converting %s into %s", folder / source.name, converted)
+        model = cls.convert_weights(folder / source.name, config_from(cls, spec.config, weights))
+        save_checkpoint(converted, model, weights, {"converted_from": spec.url, "source_sha256": source_sha,
+                                                    "conversion": spec.conversion})
+    # Results name the published file's sha256: the one anybody can check against the download.
+    return dataclasses.replace(load_checkpoint(cls, converted), sha256=source_sha)
+
+
+def _origin_sha(checkpoint: Path) -> str | None:
+    try:
+        return json.loads(Path(f"{checkpoint}.json").read_text())["origin"].get("source_sha256")
+    except (OSError, ValueError, KeyError):
+        return None

@@ -1,0 +1,146 @@
+"""The shared training loop: resume gives the same weights, torchrun (gloo, 2 processes) gives the same
+weights as one process, the CLI trains, saves and evaluates, and both methods' parts receive gradients."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.provenance import REPO_ROOT
+from benchmarks.results import load_result
+from datasets import load_plugins as load_datasets
+from methods.losses import triplet_loss
+from methods.mscfp import MSCFPConfig, MSCFPMethod
+from methods.netvlad import NetVLADConfig, NetVLADMethod
+from methods.train import TrainOptions, _trainable_parameters, train
+from methods.weights import load_checkpoint
+
+TINY_NETVLAD = NetVLADConfig(backbone="resnet18", feature_index=3, drop_final_relu=False, num_clusters=4,
+                             whiten_dim=16)
+TINY_MSCFP = MSCFPConfig(backbone="resnet18", feature_index=4, subvector_dim=128, num_clusters=4, whiten_dim=16)
+PLACES_RECIPE = {"train_from": "layer3", "cache_refresh": 4, "n_sampled_negatives": 20, "tuples_per_batch": 2,
+                 "n_negatives": 3, "lr": 0.01, "cluster_images": 20}
+CLI_CONFIG = ["--config", "backbone=resnet18", "--config", "feature_index=3", "--config", "drop_final_relu=false",
+              "--config", "num_clusters=4", "--config", "whiten_dim=16"]
+
+
+def _places_run(root: Path, steps: int, state: Path | None) -> NetVLADMethod:
+    torch.manual_seed(0)
+    model = NetVLADMethod(TINY_NETVLAD)
+    recipe = dataclasses.replace(NetVLADMethod.recipe, **PLACES_RECIPE)
+    split = load_datasets().get("synth_places")().load(root, "train")
+    train(model, split, recipe, TrainOptions(steps=steps, seed=3, state=state))
+    return model
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_to_the_same_weights(embedded_root, tmp_path):
+    straight = _places_run(embedded_root, 4, None)
+    state = tmp_path / "run.state"
+    _places_run(embedded_root, 2, state)       # stops after its first round, as a killed run would
+    assert state.exists()
+    resumed = _places_run(embedded_root, 4, state)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    untrained = _places_run(embedded_root, 0, None)
+    assert not torch.equal(untrained.vlad.centroids, straight.vlad.centroids)  # the steps did change weights
+
+
+@pytest.mark.parametrize(("cls", "config"), [(NetVLADMethod, TINY_NETVLAD), (MSCFPMethod, TINY_MSCFP)])
+def test_every_trainable_part_gets_a_gradient(cls, config):
+    torch.manual_seed(0)
+    model = cls(config)
+    for module in model.modules():  # timm zero-initialises each residual block's last BN scale, which would
+        if isinstance(module, torch.nn.BatchNorm2d):  # hold back the block's other gradients until a step is made
+            torch.nn.init.ones_(module.weight)
+    params = _trainable_parameters(model, "")
+    images = torch.randn(3, 3, 96, 128)
+    embedded = model.aggregate(images)
+    triplet_loss(embedded[0], embedded[1], embedded[2:], margin=10.0).backward()
+    named = {id(p): n for n, p in model.named_parameters()}
+    missing = [named[id(p)] for p in params if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == {
+        "whitening.linear.weight", "whitening.linear.bias"}  # fitted after training, not trained
+
+
+@pytest.mark.parametrize(("cls", "config"), [(NetVLADMethod, TINY_NETVLAD), (MSCFPMethod, TINY_MSCFP)])
+def test_descriptors_unit_norm_batch_invariant_and_deterministic(cls, config):
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    images = torch.randn(4, 3, 96, 128)
+    with torch.no_grad():
+        batch = model(images)
+        single = torch.cat([model(images[i:i + 1]) for i in range(4)])
+        again = model(images)
+    assert batch.shape == (4, 16)
+    torch.testing.assert_close(batch.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(batch, single, atol=1e-5, rtol=0)
+    assert torch.equal(batch, again)
+
+
+def test_mscfp_local_descriptors_are_pooled_columns_cut_in_parts():
+    torch.manual_seed(0)
+    model = MSCFPMethod(TINY_MSCFP).eval()
+    with torch.no_grad():
+        local = model.local_descriptors(torch.randn(1, 3, 96, 128))
+    # resnet18 conv5 of 96 x 128 is 3 x 4: 2 x 2 windows give 2 x 3 columns, 3 x 3 give 1 x 2; 512 = 4 x 128.
+    assert local.shape == (1, 128, (6 + 2) * 4)
+    norms = local.reshape(1, 128, 4, 8).pow(2).sum(dim=(1, 2)).sqrt()  # the parts of one column: unit norm
+    torch.testing.assert_close(norms, torch.ones(1, 8))
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, launcher: tuple[str, ...] = (sys.executable,)
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*launcher, "-m", "benchmarks", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def _train_args(root: Path, out: Path) -> list[str]:
+    return ["train", "netvlad", "--dataset", "synth_places", "--steps", "2", "--seed", "1", *CLI_CONFIG,
+            "--set", "cache_refresh=4", "--set", "n_sampled_negatives=20", "--set", "tuples_per_batch=2",
+            "--set", "train_from=layer3", "--set", "cluster_images=20", "--name", "resnet18.test",
+            "--out", str(out), "--root", str(root)]
+
+
+@pytest.mark.slow
+def test_cli_trains_saves_and_evaluates(embedded_root, tmp_path):
+    out = tmp_path / "w.pt"
+    done = _cli(*_train_args(embedded_root, out))
+    assert done.returncode == 0, done.stderr
+    assert f"{out}: netvlad resnet18.test, sha256 " in done.stdout
+    assert not Path(f"{out}.state").exists()
+    sidecar = Path(f"{out}.json").read_text()
+    assert '"trained_on"' in sidecar and '"round_losses"' in sidecar
+    done = _cli("evaluate", "--method", "netvlad", "--weights", str(out), "--dataset", "synth_places",
+                "--dataset", "synth_landmarks", "--root", str(embedded_root), "--results", str(tmp_path / "res"))
+    assert done.returncode == 0, done.stderr
+    places = load_result(tmp_path / "res" / "synth_places" / "netvlad" / "resnet18.test.json")
+    landmarks = load_result(tmp_path / "res" / "synth_landmarks" / "netvlad" / "resnet18.test.json")
+    assert places.protocol == "recall" and set(places.metrics) == {"recall@1", "recall@5", "recall@10", "recall@20"}
+    assert landmarks.config["protocol"]["queries_cropped"] is True
+    assert len(landmarks.per_query["ap_medium"]) == 20 and len(places.per_query["first_hit"]) == 60
+    assert places.provenance.weights_sha256 == load_checkpoint(NetVLADMethod, out).sha256
+    assert places.config["descriptor_dim"] == 16
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_the_same_weights(embedded_root, tmp_path):
+    single, double = tmp_path / "one.pt", tmp_path / "two.pt"
+    assert _cli(*_train_args(embedded_root, single)).returncode == 0
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    done = _cli(*_train_args(embedded_root, double), launcher=torchrun, env={"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    a = dict(load_checkpoint(NetVLADMethod, single).model.named_parameters())
+    b = dict(load_checkpoint(NetVLADMethod, double).model.named_parameters())
+    # Trained parameters agree. On CPU each process keeps its own batch-norm running statistics (SyncBatchNorm
+    # is CUDA-only), so the whitening, fitted afterwards on descriptors that use them, is not compared.
+    compared = [name for name in a if not name.startswith("whitening.")]
+    assert "vlad.centroids" in compared and "backbone.layer3.1.conv2.weight" in compared
+    for name in compared:
+        torch.testing.assert_close(b[name], a[name], atol=2e-4, rtol=1e-3, msg=name)
