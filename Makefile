@@ -48,6 +48,7 @@ demo: $(STAMP)
 
 methods-demo: $(STAMP)
 	@mkdir -p $(DEMO)/weights
+	@$(PY) -m benchmarks data download synth_places >/dev/null && $(PY) -m benchmarks data download synth_landmarks >/dev/null
 	@echo "== netvlad: untrained, then trained $(NETVLAD_STEPS) steps on synth_places train (about a minute)"
 	$(PY) -m benchmarks train netvlad --dataset synth_places --steps 0 $(NETVLAD_DEMO) \
 	  --name resnet18.untrained --out $(DEMO)/weights/netvlad-untrained.pt
