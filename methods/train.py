@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,19 +77,6 @@ class TrainOptions:
     state: Path | None = None           # resumable training state, rewritten after each round
 
 
-class TripletTrainable(Protocol):
-    """What a method offers the loop (``methods.netvlad.VLADMethod`` does)."""
-
-    protocol: ExtractionProtocol
-    backbone: nn.Module
-    whitening: nn.Module | None
-
-    def local_descriptors(self, images: torch.Tensor) -> torch.Tensor: ...
-    def aggregate(self, images: torch.Tensor) -> torch.Tensor: ...
-    def initialise(self, local_sample: np.ndarray, seed: int) -> dict[str, float]: ...
-    def finalise(self, training_embeddings: np.ndarray) -> dict[str, float]: ...
-
-
 @dataclass(frozen=True)
 class _Tuple:
     images: tuple[Path, ...]            # anchor, positive, negatives
@@ -118,7 +105,12 @@ def init_distributed() -> tuple[int, int]:
 
 
 def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: TrainOptions) -> dict[str, Any]:
-    """Train ``model`` (a :class:`TripletTrainable` nn.Module) in place; returns what the run did."""
+    """Train ``model`` in place; returns what the run did.
+
+    ``model`` is an nn.Module with ``protocol``, ``backbone``, ``whitening`` (or None) and the methods
+    ``local_descriptors``, ``aggregate`` (what the loss sees), ``initialise(local_sample, seed)`` and
+    ``finalise(training_embeddings)``, as ``methods.netvlad.VLADMethod`` has.
+    """
     started = time.perf_counter()
     rank, world = init_distributed()
     if recipe.tuples_per_batch % world:
