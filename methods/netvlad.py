@@ -29,7 +29,15 @@ from methods.layers.netvlad import NetVLAD, kmeans
 from methods.layers.whitening import PCAWhitening
 from methods.train import TripletRecipe
 
-_STRUCT_LICENCE = "MIT (the authors' netvlad code and models; struct export by netvlad_tf_open, MIT)"
+
+def _released(file: str, authors_model: str) -> WeightsSpec:
+    """One of the authors' models as exported to a struct .mat and hosted by ETH CVG for hloc."""
+    return WeightsSpec(
+        url=f"https://cvg-data.inf.ethz.ch/hloc/netvlad/{file}", sha256=None,
+        licence="MIT (the authors' netvlad code and models; struct export by netvlad_tf_open, MIT)",
+        source=f"authors' {authors_model} (MatConvNet), exported to a struct by netvlad_tf_open's "
+               "net_class2struct.m, hosted by ETH CVG for hloc",
+        conversion="matconvnet_struct")
 
 
 @dataclass(frozen=True)
@@ -101,20 +109,8 @@ class NetVLADMethod(VLADMethod):
     recipe = TripletRecipe(mining="places", margin=0.1, lr=1e-4, momentum=0.9, weight_decay=1e-3,
                              tuples_per_batch=4, n_negatives=10, n_sampled_negatives=1000, cache_refresh=1000,
                              lr_halving_steps=None, train_from="features_24")
-    weights = {
-        "vgg16.pitts30k": WeightsSpec(
-            url="https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat", sha256=None,
-            licence=_STRUCT_LICENCE,
-            source="authors' vd16_pitts30k_conv5_3_vlad_preL2_intra_white (MatConvNet), exported to a struct "
-                   "by netvlad_tf_open's net_class2struct.m, hosted by ETH CVG for hloc",
-            conversion="matconvnet_struct"),
-        "vgg16.tokyotm": WeightsSpec(
-            url="https://cvg-data.inf.ethz.ch/hloc/netvlad/TokyoTM_struct.mat", sha256=None,
-            licence=_STRUCT_LICENCE,
-            source="authors' vd16_tokyoTM_conv5_3_vlad_preL2_intra_white (MatConvNet), exported to a struct "
-                   "by netvlad_tf_open's net_class2struct.m, hosted by ETH CVG for hloc",
-            conversion="matconvnet_struct"),
-    }
+    weights = {"vgg16.pitts30k": _released("Pitts30K_struct.mat", "vd16_pitts30k_conv5_3_vlad_preL2_intra_white"),
+               "vgg16.tokyotm": _released("TokyoTM_struct.mat", "vd16_tokyoTM_conv5_3_vlad_preL2_intra_white")}
 
     @classmethod
     def convert_weights(cls, path: Path, config: Config) -> RetrievalMethod:
