@@ -45,6 +45,7 @@ def _print_json(payload: object) -> None:
 def cli(verbose: bool) -> None:
     """Reproducible benchmarks for image retrieval and visual place recognition."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.DEBUG if verbose else logging.WARNING)  # CPU-feature probing
 
 
 @cli.command("list")
