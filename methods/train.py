@@ -15,7 +15,7 @@ import io
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from benchmarks.atomic import atomic_write_bytes
 from benchmarks.errors import InputError
 from benchmarks.extract import extract, load_image
 from datasets.base import ClassLabels, LoadedDataset, PlaceGroundTruth
-from methods.base import ExtractionProtocol
 from methods.losses import triplet_loss
 from methods.mining import PlaceMiner, mscfp_triplets, sample_mining_batch
 
@@ -162,7 +161,7 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
                                         "miner_memory": {} if miner is None else
                                         {str(q): torch.from_numpy(n) for q, n in miner.memory.items()}})
     if rank == 0:
-        db_embeddings = _embed(model.aggregate, split.db_paths, model.protocol, recipe.batch_size, device, 0, 1)
+        db_embeddings = _embed(model, split.db_paths, recipe.batch_size, device, 0, 1)
         report["finalisation"] = model.finalise(db_embeddings)
     report.update(steps=step, rounds=round_index, seed=options.seed, processes=world,
                   wall_time_s=round(time.perf_counter() - started, 3))
@@ -217,9 +216,8 @@ def _mine_round(model: Any, split: LoadedDataset, recipe: TripletRecipe, miner: 
     rng = np.random.default_rng([seed, round_index])
     if miner is not None:
         queries = _round_queries(miner.trainable_queries, recipe.cache_refresh, round_index, seed)
-        db = _embed(model.aggregate, split.db_paths, model.protocol, recipe.batch_size, device, rank, world)
-        q = _embed(model.aggregate, [split.query_paths[i] for i in queries], model.protocol, recipe.batch_size,
-                   device, rank, world)
+        db = _embed(model, split.db_paths, recipe.batch_size, device, rank, world)
+        q = _embed(model, [split.query_paths[i] for i in queries], recipe.batch_size, device, rank, world)
         miner.rng = rng
         picked = [miner.select(int(i), q[row], db) for row, i in enumerate(queries)]
         return [_Tuple((split.query_paths[t.query], split.db_paths[t.positive],
@@ -227,7 +225,7 @@ def _mine_round(model: Any, split: LoadedDataset, recipe: TripletRecipe, miner: 
     labels = np.asarray(split.ground_truth.labels)  # type: ignore[union-attr]
     batch = sample_mining_batch(labels, recipe.mining_classes, recipe.mining_batch, rng)
     paths = [split.db_paths[i] for i in batch]
-    embedded = _embed(model.aggregate, paths, model.protocol, recipe.batch_size, device, rank, world)
+    embedded = _embed(model, paths, recipe.batch_size, device, rank, world)
     triplets = mscfp_triplets(embedded, labels[batch], recipe.rank_threshold, rng)
     return [_Tuple((paths[a], paths[p], paths[n])) for a, p, n in triplets][:recipe.cache_refresh
                                                                              * recipe.tuples_per_batch]
@@ -243,16 +241,13 @@ def _round_queries(trainable: np.ndarray, per_round: int, round_index: int, seed
     return order[offset:offset + min(per_round, n)]
 
 
-def _embed(embed: Callable[[torch.Tensor], torch.Tensor], paths: Sequence[Path], protocol: ExtractionProtocol,
-           batch_size: int, device: torch.device, rank: int, world: int) -> np.ndarray:
-    """Descriptors of ``paths`` in eval mode; under torchrun each process embeds a shard and all gather."""
-    module = getattr(embed, "__self__", None)
-    was_training = bool(module is not None and module.training)
-    if module is not None:
-        module.eval()
-    mine = extract(embed, list(paths[rank::world]), protocol, batch_size=batch_size, device=device)
-    if module is not None:
-        module.train(was_training)
+def _embed(model: Any, paths: Sequence[Path], batch_size: int, device: torch.device, rank: int,
+           world: int) -> np.ndarray:
+    """``model.aggregate`` of ``paths`` in eval mode; under torchrun each process embeds a shard and all gather."""
+    was_training = model.training
+    model.eval()
+    mine = extract(model.aggregate, list(paths[rank::world]), model.protocol, batch_size=batch_size, device=device)
+    model.train(was_training)
     if world == 1:
         return mine
     shards: list[Any] = [None] * world
