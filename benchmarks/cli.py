@@ -283,6 +283,8 @@ def _device(requested: str | None) -> str:
 @click.argument("method")
 @click.option("--dataset", required=True, help="A dataset with a training split (synth_places, pitts30k, ...).")
 @click.option("--split", default="train", show_default=True)
+@click.option("--val-split", default=None,
+              help="Validate after each epoch on this split (recall@5) and keep the best epoch's weights, as NetVLAD.")
 @click.option("--steps", type=click.IntRange(min=0), required=True,
               help="Optimiser steps (0: only the initialisation and the fitted parts, an untrained baseline).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -294,7 +296,7 @@ def _device(requested: str | None) -> str:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write.")
 @_ROOT
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
-def train_command(method: str, dataset: str, split: str, steps: int, seed: int, config_pairs: tuple[str, ...],
+def train_command(method: str, dataset: str, split: str, val_split: str | None, steps: int, seed: int, config_pairs: tuple[str, ...],
                   recipe_pairs: tuple[str, ...], name: str, out: Path, root: Path | None, device: str | None) -> None:
     """Train METHOD on a dataset's training split; resumable (OUT.state), runs under torchrun as well."""
     import dataclasses
@@ -320,8 +322,9 @@ def train_command(method: str, dataset: str, split: str, steps: int, seed: int, 
     torch.manual_seed(seed)  # the random initialisation of whatever the method does not load or fit
     model = cls(config)
     state = Path(f"{out}.state")
+    validation = None if val_split is None else spec.load(folder_root, val_split)
     report = train(model, spec.load(folder_root, split), recipe,
-                   TrainOptions(steps=steps, seed=seed, device=_device(device), state=state))
+                   TrainOptions(steps=steps, seed=seed, device=_device(device), state=state, validation=validation))
     if init_distributed()[0] != 0:
         return
     digest = save_checkpoint(out, model.cpu(), name, {

@@ -108,7 +108,7 @@ class NetVLADMethod(VLADMethod):
     # queries; trained from conv5_1 up on Pitts30k-train or Tokyo Time Machine.
     recipe = TripletRecipe(mining="places", margin=0.1, lr=1e-4, momentum=0.9, weight_decay=1e-3,
                              tuples_per_batch=4, n_negatives=10, n_sampled_negatives=1000, cache_refresh=1000,
-                             lr_halving_steps=None, train_from="features_24")
+                             lr_halving_epochs=5, train_from="features_24")
     weights = {"vgg16.pitts30k": _released("Pitts30K_struct.mat", "vd16_pitts30k_conv5_3_vlad_preL2_intra_white"),
                "vgg16.tokyotm": _released("TokyoTM_struct.mat", "vd16_tokyoTM_conv5_3_vlad_preL2_intra_white")}
 

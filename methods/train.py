@@ -28,6 +28,8 @@ from torch import nn
 from benchmarks.atomic import atomic_write_bytes
 from benchmarks.errors import InputError
 from benchmarks.extract import extract, load_image
+from benchmarks.metrics import recall_at_n
+from benchmarks.search import top_k_by_inner_product
 from datasets.base import ClassLabels, LoadedDataset, PlaceGroundTruth
 from methods.losses import triplet_loss
 from methods.mining import PlaceMiner, mscfp_triplets, sample_mining_batch
@@ -52,7 +54,7 @@ class TripletRecipe:
     n_negatives: int = 10               # places: negatives per tuple
     n_sampled_negatives: int = 1000     # places: random definite negatives considered per query
     cache_refresh: int = 1000           # places: queries per round; classes: at most steps per round (mining period)
-    lr_halving_steps: int | None = None
+    lr_halving_epochs: int | None = None  # halve lr every this many epochs (passes over the training queries)
     train_from: str = ""                # backbone children before this one stay frozen ("": all train; "none": none)
     mining_classes: int = 512           # classes: k
     mining_batch: int = 2048            # classes: images embedded per mining
@@ -60,6 +62,7 @@ class TripletRecipe:
     cluster_images: int = 500           # images whose local descriptors are sampled for k-means
     cluster_descriptors: int = 50000
     batch_size: int = 16                # images per forward when embedding without gradients
+    frozen_batchnorm: bool = False      # batch norm uses its running statistics while training (small batches)
 
     def __post_init__(self) -> None:
         if self.mining not in MINING:
@@ -74,6 +77,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "cpu"
     state: Path | None = None           # resumable training state, rewritten after each round
+    validation: LoadedDataset | None = None  # places split: keep the weights of the epoch with the best recall@5
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
                  else torch.optim.Adam(trainable, lr=recipe.lr, weight_decay=recipe.weight_decay))
     miner = _miner(split, recipe, options.seed)
     step, round_index = (state["step"], state["round"]) if state else (0, 0)
+    best: dict[str, torch.Tensor] | None = state.get("best") if state else None
     if state:
         optimiser.load_state_dict(state["optimiser"])
         if miner is not None:
@@ -139,14 +144,15 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
     trained = nn.parallel.DistributedDataParallel(view) if world > 1 else view
     while step < options.steps:
         tuples = _mine_round(model, split, recipe, miner, options.seed, round_index, device)
+        for group in optimiser.param_groups:
+            group["lr"] = _learning_rate(recipe, _epochs_before(round_index, recipe, miner, split))
         losses = []
         for start in range(0, len(tuples) - recipe.tuples_per_batch + 1, recipe.tuples_per_batch):
             if step >= options.steps:
                 break
-            for group in optimiser.param_groups:
-                group["lr"] = recipe.lr * 0.5 ** (step // recipe.lr_halving_steps if recipe.lr_halving_steps else 0)
             batch = tuples[start:start + recipe.tuples_per_batch]
-            losses.append(_step(trained, model, batch[rank::world], len(batch), recipe.margin, optimiser, device))
+            losses.append(_step(trained, model, batch[rank::world], len(batch), recipe.margin, optimiser, device,
+                                recipe.frozen_batchnorm))
             step += 1
         round_index += 1
         report["round_losses"].append(float(np.mean(losses)) if losses else None)
@@ -155,17 +161,60 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
         if not tuples:
             raise InputError("no training tuple could be mined: the split has no query with a potential positive "
                              "and enough negatives, or no class with two images", split.db_paths[0].parent)
+        epoch_done = int(_epochs_before(round_index, recipe, miner, split)) > \
+            int(_epochs_before(round_index - 1, recipe, miner, split))
+        if options.validation is not None and (epoch_done or step >= options.steps):
+            best = _validate(model, options.validation, recipe, device, step, report, best)
         if options.state is not None and rank == 0:
             _save_state(options.state, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                                        "step": step, "round": round_index, "report": report,
+                                        "step": step, "round": round_index, "report": report, "best": best,
                                         "miner_memory": {} if miner is None else
                                         {str(q): torch.from_numpy(n) for q, n in miner.memory.items()}})
+    if best is not None:
+        model.load_state_dict(best)
+        report["selected_step"] = max(report["validation"], key=lambda v: v["recall@5"])["step"]
     if rank == 0:
         db_embeddings = _embed(model, split.db_paths, recipe.batch_size, device, 0, 1)
         report["finalisation"] = model.finalise(db_embeddings)
     report.update(steps=step, rounds=round_index, seed=options.seed, processes=world,
                   wall_time_s=round(time.perf_counter() - started, 3))
     return report
+
+
+def _validate(model: Any, validation: LoadedDataset, recipe: TripletRecipe, device: torch.device, step: int,
+              report: dict[str, Any], best: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    """Recall@5 of ``model.aggregate`` on the validation split, appended to the report; returns the weights
+    of the best validation so far (the earliest of equals), as the paper selects its epoch."""
+    gt = validation.ground_truth
+    if not isinstance(gt, PlaceGroundTruth):
+        raise ValueError("validation needs a split with GPS ground truth (a dbStruct dataset's val split)")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    db = _embed(model, validation.db_paths, recipe.batch_size, device, rank, world)
+    queries = _embed(model, validation.query_paths, recipe.batch_size, device, rank, world)
+    top = top_k_by_inner_product(queries, db, 5 * (gt.panorama_size or 1))
+    recall = recall_at_n(top, gt.utm_queries, gt.utm_db, gt.threshold, (5,), gt.panorama_size).recall(5)
+    earlier = [v["recall@5"] for v in report.setdefault("validation", [])]
+    report["validation"].append({"step": step, "recall@5": recall})
+    log.info("validation at step %d: recall@5 %.4f", step, recall)
+    if best is None or recall > max(earlier):
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return best
+
+
+def _epochs_before(round_index: int, recipe: TripletRecipe, miner: PlaceMiner | None,
+                   split: LoadedDataset) -> float:
+    """Epochs completed before this round: passes over the trainable queries (places) or the training
+    images (classes), counted by the queries or images that the earlier rounds mined from."""
+    if miner is not None:
+        return round_index * recipe.cache_refresh / len(miner.trainable_queries)
+    return round_index * recipe.mining_batch / len(split.db_paths)
+
+
+def _learning_rate(recipe: TripletRecipe, epochs: float) -> float:
+    """The recipe's lr, halved every ``lr_halving_epochs`` completed epochs (NetVLAD: every 5)."""
+    if not recipe.lr_halving_epochs:
+        return recipe.lr
+    return recipe.lr * 0.5 ** int(epochs // recipe.lr_halving_epochs)
 
 
 def _trainable_parameters(model: Any, train_from: str) -> list[nn.Parameter]:
@@ -259,12 +308,16 @@ def _embed(model: Any, paths: Sequence[Path], batch_size: int, device: torch.dev
 
 
 def _step(trained: nn.Module, model: Any, batch: Sequence[_Tuple], n_in_batch: int, margin: float,
-          optimiser: torch.optim.Optimizer, device: torch.device) -> float:
+          optimiser: torch.optim.Optimizer, device: torch.device, frozen_batchnorm: bool) -> float:
     """One optimiser step on this process's tuples; the loss is the mean over the whole batch's tuples."""
     model.train()
     for child in model.backbone.children():
         if not any(p.requires_grad for p in child.parameters()):
             child.eval()  # frozen layers keep their batch-norm statistics
+    if frozen_batchnorm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
     images = [load_image(path, model.protocol) for t in batch for path in t.images]
     embedded = _forward_grouped(trained, images, device)
     loss = torch.zeros((), device=device)

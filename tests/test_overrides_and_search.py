@@ -45,8 +45,8 @@ def test_none_for_an_optional_int(text: str) -> None:
 def test_optional_int_takes_an_int() -> None:
     out = parsed(NetVLADConfig, "whiten_dim=256")
     assert out == {"whiten_dim": 256} and type(out["whiten_dim"]) is int
-    out = parsed(TripletRecipe, "lr_halving_steps=5000")
-    assert out == {"lr_halving_steps": 5000}
+    out = parsed(TripletRecipe, "lr_halving_epochs=5")
+    assert out == {"lr_halving_epochs": 5}
 
 
 def test_empty_value_is_the_empty_string() -> None:
@@ -103,7 +103,7 @@ def test_missing_equals(pair: str) -> None:
     (NetVLADConfig, "assignment_bias=1"), (NetVLADConfig, "assignment_bias=maybe"), (NetVLADConfig, "whiten_dim=1.5"),
     (NetVLADConfig, "whiten_dim=yes"),
     (TripletRecipe, "lr=abc"), (TripletRecipe, "lr=true"), (TripletRecipe, "lr=none"), (TripletRecipe, "lr=[1.0]"),
-    (TripletRecipe, "lr_halving_steps=0.5"), (TripletRecipe, "tuples_per_batch=false"),
+    (TripletRecipe, "lr_halving_epochs=0.5"), (TripletRecipe, "tuples_per_batch=false"),
     (MSCFPConfig, "pool_windows=none"),
 ])
 def test_wrong_type_names_the_field(cls: type, pair: str) -> None:

@@ -17,7 +17,7 @@ from datasets import load_plugins as load_datasets
 from methods.losses import triplet_loss
 from methods.mscfp import MSCFPConfig, MSCFPMethod
 from methods.netvlad import NetVLADConfig, NetVLADMethod
-from methods.train import TrainOptions, _trainable_parameters, train
+from methods.train import TripletRecipe, TrainOptions, _learning_rate, _trainable_parameters, train
 from methods.weights import load_checkpoint
 
 TINY_NETVLAD = NetVLADConfig(backbone="resnet18", feature_index=3, drop_final_relu=False, num_clusters=4,
@@ -144,3 +144,11 @@ def test_torchrun_two_processes_train_the_same_weights(embedded_root, tmp_path):
     assert "vlad.centroids" in compared and "backbone.layer3.1.conv2.weight" in compared
     for name in compared:
         torch.testing.assert_close(b[name], a[name], atol=2e-4, rtol=1e-3, msg=name)
+
+
+def test_learning_rate_halves_every_five_epochs_as_in_netvlad():
+    recipe = NetVLADMethod.recipe
+    assert recipe.lr_halving_epochs == 5
+    assert [_learning_rate(recipe, e) for e in (0, 4.99, 5, 9.9, 10, 15)] == \
+        pytest.approx([1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5, 1.25e-5])
+    assert _learning_rate(TripletRecipe(mining="classes", lr=1e-5), 100.0) == 1e-5  # no schedule: constant
