@@ -1,10 +1,11 @@
-"""Google Landmarks v2, the clean training set (Weyand et al., CVPR 2020; cleaned by Yokoo et al., 2020).
+"""Google Landmarks v2, the clean training set (Weyand et al., CVPR 2020; cleaned by Yokoo et al., arXiv 2003.11211).
 
-DOLG and MSCFP train on it: 1,580,470 images of 81,313 landmarks (the count both papers' notes give). Files,
-as the CVDF google-landmark repository lays them out on S3: ``metadata/train_clean.csv`` (``landmark_id,images``
-with the images a space-separated list of 16-hex-digit ids), 500 image archives ``train/images_000.tar`` ..
-``images_499.tar`` (about 1 GB each, all 4.1M training images, unpacked into ``train/a/b/c/<id>.jpg``) and,
-per archive, ``md5sum/train/md5.images_NNN.txt``: each archive is verified against its published md5.
+DOLG and MSCFP train on it: 1,580,470 images of 81,313 landmarks (the counts the MSCFP and DOLG paper notes
+in shared/papers give). Files, as the CVDF google-landmark repository lays them out on S3:
+``metadata/train_clean.csv`` (``landmark_id,images``, the images a space-separated list of 16-hex-digit ids),
+500 image archives ``train/images_000.tar`` .. ``images_499.tar`` (about 1 GB each, all 4.1M training images,
+unpacked into ``train/a/b/c/<id>.jpg``) and, per archive, ``md5sum/train/md5.images_NNN.txt``: each archive
+is verified against its published md5.
 
 Downloading all 500 archives takes about 500 GB. ``data download gldv2 --archives 0-9`` fetches only those
 archives (the clean list and their md5 files always come along); a later run with more ranges adds to what
