@@ -198,16 +198,19 @@ def data() -> None:
 @click.option("--keep-archives", is_flag=True, help="Keep archives after unpacking (to serve as a mirror).")
 @click.option("--retries", type=click.IntRange(min=1), default=5, show_default=True,
               help="Tries per source without progress before moving to the next source.")
+@click.option("--archives", default=None, metavar="RANGES",
+              help="Only these of a dataset's numbered archives, e.g. 0-9,42 (gldv2: 0-499; default: all).")
 def data_download(name: str, root: Path | None, mirrors: tuple[str, ...], mirror_only: bool, images: Path | None,
-                  jobs: int, keep_archives: bool, retries: int) -> None:
+                  jobs: int, keep_archives: bool, retries: int, archives: str | None) -> None:
     """Fetch (or generate) dataset NAME: resumable, verified, unpacked safely."""
     from benchmarks.data_root import data_root
     from benchmarks.download import Retry
-    from datasets.acquire import AcquireOptions
+    from datasets.acquire import AcquireOptions, parse_archive_ranges
 
     spec, folder_root = _dataset(name), data_root(root)
     options = AcquireOptions(mirrors=mirrors, mirror_only=mirror_only, jobs=jobs, keep_archives=keep_archives,
-                             retry=Retry(attempts=retries), images=images)
+                             retry=Retry(attempts=retries), images=images,
+                             archives=None if archives is None else parse_archive_ranges(archives))
     spec.prepare(folder_root, options)
     click.echo(f"{name}: ready under {spec.folder(folder_root)}; check it with "
                f"`python -m benchmarks data verify {name}`")

@@ -3,8 +3,8 @@
 ``fetch(urls, dest)`` tries each source in order (mirrors first, then the official URLs). Bytes go to
 ``<dest>.part``; an interrupted transfer resumes with a byte-range request guarded by ``If-Range`` (so a file
 changed on the server restarts instead of splicing two versions), retries back off exponentially, and the
-finished file is checked (size, sha256) before one atomic rename puts it at ``dest``. A file that fails its
-checksum is deleted: nothing unverified is ever left at ``dest``.
+finished file is checked (size, sha256, and md5 where a dataset publishes only that) before one atomic rename
+puts it at ``dest``. A file that fails its checksum is deleted: nothing unverified is ever left at ``dest``.
 """
 from __future__ import annotations
 
@@ -61,13 +61,19 @@ class _SourceFailed(Exception):
     """This source cannot give the file (404, wrong size or checksum): try the next one."""
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+def hex_digests(path: Path, algorithms: Sequence[str] = ("sha256",)) -> dict[str, str]:
+    """Hex digests of a file by algorithm name (``sha256``, ``md5``), all from one read in 1 MiB chunks."""
+    digests = {name: hashlib.new(name, usedforsecurity=False) for name in algorithms}  # integrity, not secrecy
     with path.open("rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            for digest in digests.values():
+                digest.update(block)
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    return hex_digests(path)["sha256"]
 
 
 @contextlib.contextmanager
@@ -87,22 +93,24 @@ def _exclusive(dest: Path) -> Iterator[None]:
 
 
 def fetch(urls: Sequence[str], dest: Path, *, sha256: str | None = None, size: int | None = None,
-          retry: Retry = Retry(), label: str | None = None, position: int | None = None,
+          md5: str | None = None, retry: Retry = Retry(), label: str | None = None, position: int | None = None,
           sleep: Callable[[float], None] = time.sleep) -> Fetched:
     """Download ``dest`` from the first of ``urls`` that gives the right bytes.
 
-    ``sha256``/``size``: what the file must be (None: not known; the caller records what it got). A file
-    already at ``dest`` that matches is not downloaded again. Raises :class:`InputError` naming ``dest``
-    and every source's failure when no source works; the partial file of a dropped transfer is kept for the
-    next run to resume, a file with wrong contents is deleted.
+    ``sha256``/``size``: what the file must be (None: not known; the caller records what it got). ``md5``:
+    checked as well, for datasets that publish only md5 (Google Landmarks v2). A file already at ``dest``
+    that matches is not downloaded again. Raises :class:`InputError` naming ``dest`` and every source's
+    failure when no source works; the partial file of a dropped transfer is kept for the next run to resume,
+    a file with wrong contents is deleted.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
-        have = sha256_of(dest)
-        if sha256 is None or have == sha256:
-            return Fetched(dest, have, dest.stat().st_size, None)
-        log.warning("%s: sha256 %s differs from the expected %s; downloading it again", dest, have, sha256)
+        have = hex_digests(dest, ("sha256", "md5") if md5 else ("sha256",))
+        mismatch = _mismatch(have, sha256, md5)
+        if mismatch is None:
+            return Fetched(dest, have["sha256"], dest.stat().st_size, None)
+        log.warning("%s: %s; downloading it again", dest, mismatch)
         dest.unlink()
     if not urls:
         raise InputError("no source to download from", dest)
@@ -110,7 +118,7 @@ def fetch(urls: Sequence[str], dest: Path, *, sha256: str | None = None, size: i
     with _exclusive(dest):
         for url in urls:
             try:
-                got = _from_source(url, dest, sha256, size, retry, label or dest.name, position, sleep)
+                got = _from_source(url, dest, sha256, md5, size, retry, label or dest.name, position, sleep)
             except _SourceFailed as failure:
                 failures.append(f"{url}: {failure}")
                 log.warning("%s: %s", url, failure)
@@ -120,8 +128,16 @@ def fetch(urls: Sequence[str], dest: Path, *, sha256: str | None = None, size: i
                      + "\n  Run the command again to resume, or give a working copy with --mirror URL_PREFIX", dest)
 
 
-def _from_source(url: str, dest: Path, sha256: str | None, size: int | None, retry: Retry, label: str,
-                 position: int | None, sleep: Callable[[float], None]) -> str:
+def _mismatch(have: dict[str, str], sha256: str | None, md5: str | None) -> str | None:
+    """What is wrong with a file of digests ``have`` given the expected ones (None: it matches)."""
+    for name, expected in (("sha256", sha256), ("md5", md5)):
+        if expected is not None and have[name] != expected:
+            return f"{name} {have[name]} does not match the expected {expected}"
+    return None
+
+
+def _from_source(url: str, dest: Path, sha256: str | None, md5: str | None, size: int | None, retry: Retry,
+                 label: str, position: int | None, sleep: Callable[[float], None]) -> str:
     """Transfer from one URL with retries, then verify and rename; returns the sha256."""
     part, meta = dest.with_name(dest.name + ".part"), dest.with_name(dest.name + ".part.json")
     failed_tries = 0
@@ -145,16 +161,17 @@ def _from_source(url: str, dest: Path, sha256: str | None, size: int | None, ret
         problem = f"server sent {got_size} bytes of {total}"
     elif size is not None and got_size != size:
         problem = f"{got_size} bytes, expected {size}"
-    got = sha256_of(part)
-    if problem is None and sha256 is not None and got != sha256:
-        problem = f"sha256 {got} does not match the expected {sha256} (corrupt or changed file)"
+    have = hex_digests(part, ("sha256", "md5") if md5 else ("sha256",))
+    mismatch = _mismatch(have, sha256, md5)
+    if problem is None and mismatch is not None:
+        problem = f"{mismatch} (corrupt or changed file)"
     if problem is not None:
         part.unlink(missing_ok=True)
         meta.unlink(missing_ok=True)
         raise _SourceFailed(problem + "; the partial file was deleted")
     part.replace(dest)
     meta.unlink(missing_ok=True)
-    return got
+    return have["sha256"]
 
 
 def _resume_point(part: Path, meta: Path, url: str) -> tuple[int, str | None]:

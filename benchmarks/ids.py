@@ -1,4 +1,4 @@
-"""The suite's identifier conventions, in one place: plugin names, weights names, sha256 digests."""
+"""The suite's identifier conventions, in one place: plugin names, weights names, sha256 and md5 digests."""
 from __future__ import annotations
 
 import re
@@ -6,3 +6,4 @@ import re
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\+[a-z0-9_]+)?$")  # methods and datasets: netvlad, roxford5k+1m
 WEIGHTS_NAME_PATTERN = re.compile(r"^[a-z0-9_]+\.[a-z0-9_\-]+$")  # arch.tag: resnet101.gldv2_official
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+MD5_PATTERN = re.compile(r"^[0-9a-f]{32}$")  # published by Google Landmarks v2 only

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -31,8 +32,8 @@ STAMPS = ".acquired"
 @dataclass(frozen=True)
 class AcquireOptions:
     """``data download`` options: mirrors tried first (or only: machines without internet), parallel
-    downloads, archives kept after extraction, retry policy, and where images given out on request already
-    are (``--images``)."""
+    downloads, archives kept after extraction, retry policy, where images given out on request already
+    are (``--images``), and which of a dataset's numbered archives to fetch (``--archives``; None: all)."""
 
     mirrors: tuple[str, ...] = ()
     mirror_only: bool = False
@@ -40,6 +41,21 @@ class AcquireOptions:
     keep_archives: bool = False
     retry: Retry = Retry()
     images: Path | None = None
+    archives: tuple[int, ...] | None = None
+
+
+def parse_archive_ranges(text: str) -> tuple[int, ...]:
+    """``"0-9,42"`` -> (0, 1, ..., 9, 42): sorted, each index once."""
+    indices: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)(?:-(\d+))?\s*", part)
+        if match is None:
+            raise InputError(f"--archives takes indices and ranges such as 0-9,42; got {part.strip()!r}")
+        first, last = int(match[1]), int(match[2] or match[1])
+        if last < first:
+            raise InputError(f"--archives: empty range {part.strip()!r} (write it low-high)")
+        indices.update(range(first, last + 1))
+    return tuple(sorted(indices))
 
 
 class ChecksumLock:
@@ -88,7 +104,7 @@ def _acquire_one(folder: Path, dataset: str, spec: FileSpec, options: AcquireOpt
     urls += [] if options.mirror_only else list(spec.urls)
     dest = folder / spec.name
     try:
-        got = fetch(urls, dest, sha256=expected, size=spec.size, retry=options.retry,
+        got = fetch(urls, dest, sha256=expected, size=spec.size, md5=spec.md5, retry=options.retry,
                     label=f"{dataset}/{spec.name}", position=position)
     except InputError as error:
         if published is None and expected is not None:
@@ -102,7 +118,7 @@ def _acquire_one(folder: Path, dataset: str, spec: FileSpec, options: AcquireOpt
         except InputError:
             dest.unlink(missing_ok=True)  # a broken archive must not be taken as verified next time
             raise
-    if expected is None:
+    if expected is None and spec.md5 is None:
         lock.record(spec.name, got.sha256, got.size, got.url)
     atomic_write_text(stamp_path(folder, spec), json.dumps(
         {"sha256": got.sha256, "size": got.size, "url": got.url, "files": files}, indent=2) + "\n")

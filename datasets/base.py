@@ -13,7 +13,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from benchmarks.errors import InputError
-from benchmarks.ids import SHA256_PATTERN
+from benchmarks.ids import MD5_PATTERN, SHA256_PATTERN
 
 if TYPE_CHECKING:
     from datasets.acquire import AcquireOptions
@@ -25,6 +25,7 @@ class Protocol(StrEnum):
     REVISITED = "revisited"  # mAP / mP@k, Easy / Medium / Hard
     OXFORD = "oxford"  # original Oxford5k / Paris6k mAP: good + ok positive, junk ignored
     RECALL = "recall"  # Recall@N within a distance threshold
+    TRAINING = "training"  # a training set labelled by class (Google Landmarks v2): not scored
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class FileSpec:
     """One file of a dataset, relative to the dataset's folder under the data root.
 
     ``urls`` are tried in order (after any ``--mirror``); ``sha256`` is None where no checksum is published
-    (the first verified download then records one in the folder's lock file). ``extract_to``: unpack the
+    (the first verified download then records one in the folder's lock file); ``md5``: the checksum where a
+    dataset publishes only md5 (checked, no lock entry needed). ``extract_to``: unpack the
     archive into this sub-folder (``flatten``: files only, by base name), then delete it. ``manual`` replaces
     ``urls`` for files given out on request, and says where to ask.
     """
@@ -44,6 +46,7 @@ class FileSpec:
     extract_to: str | None = None
     flatten: bool = False
     manual: str | None = None
+    md5: str | None = None
 
     def __post_init__(self) -> None:
         for path in (self.name, self.extract_to or "."):
@@ -51,6 +54,8 @@ class FileSpec:
                 raise ValueError(f"{self.name}: {path!r} must be a relative path inside the dataset folder")
         if self.sha256 is not None and not SHA256_PATTERN.match(self.sha256):
             raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+        if self.md5 is not None and not MD5_PATTERN.match(self.md5):
+            raise ValueError(f"{self.name}: md5 must be 32 lowercase hex digits, got {self.md5!r}")
         if not self.urls and not self.manual:
             raise ValueError(f"{self.name}: give download urls or manual acquisition instructions")
         if self.flatten and self.extract_to is None:
@@ -198,6 +203,8 @@ class DatasetSpec(abc.ABC):
         """Download (or generate) what :meth:`load` reads, resuming whatever an earlier run left."""
         from datasets.acquire import acquire_files
 
+        if options.archives is not None:
+            raise InputError(f"{self.name} is not split into numbered archives: --archives applies to gldv2")
         acquire_files(self.folder(data_root), self.name, self.files, options)
 
     def split_name(self, split: str | None) -> str:

@@ -3,6 +3,8 @@
 - revisitop's ``gnd_<name>.pkl`` (dict ``imlist``, ``qimlist``, ``gnd``: per query ``easy``/``hard``/``junk``
   0-based ids and ``bbx``; the original-protocol ``gnd_oxford5k.pkl``/``gnd_paris6k.pkl`` hold ``ok``/``junk``),
   read with a restricted unpickler: plain containers, numbers, strings and numpy arrays, nothing callable.
+- The Oxford VGG site's ground-truth text files of Oxford5k / Paris6k (``<landmark>_<n>_query.txt`` with
+  ``[oxc1_]<image> x1 y1 x2 y2``, and ``_good.txt`` / ``_ok.txt`` / ``_junk.txt`` with one image name a line).
 - NetVLAD's dbStruct ``.mat`` (Pittsburgh's and Tokyo Time Machine's field orders; fields read by name).
 - Patch-NetVLAD's ground-truth ``.npz`` (``utmDb``, ``utmQ``, ``posDistThr``).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +142,86 @@ def read_oxford_gnd(path: str | Path) -> OxfordGroundTruth:
         db_names=tuple(map(str, data["imlist"])),
         query_names=tuple(map(str, data["qimlist"])),
     )
+
+
+_QUERY_FILE = re.compile(r"^(?P<landmark>.+)_(?P<number>\d+)_query\.txt$")
+OXFORD_LISTS = ("good", "ok", "junk")
+
+
+def _text_lines(path: Path) -> list[tuple[int, str]]:
+    """(1-based line number, stripped text) of the non-blank lines of ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("missing ground-truth file; download the dataset again", path) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read ground truth ({error})", path) from None
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _query_line(path: Path) -> tuple[str, list[float]]:
+    """The query file's one line: image name (``oxc1_`` prefix removed: Oxford has it, Paris not) and box."""
+    lines = _text_lines(path)
+    if len(lines) != 1:
+        raise InputError(f"expected one line 'image x1 y1 x2 y2', found {len(lines)}", path)
+    number, line = lines[0]
+    fields = line.split()
+    try:
+        box = [float(v) for v in fields[1:]]
+    except ValueError:
+        box = []
+    if len(fields) != 5 or len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        raise InputError(f"line {number}: expected 'image x1 y1 x2 y2' with x1 < x2 and y1 < y2, got {line!r}", path)
+    return fields[0].removeprefix("oxc1_"), box
+
+
+def _name_ids(path: Path, index: dict[str, int], excluded: frozenset[str]) -> np.ndarray:
+    """Database ids of the image names listed in ``path``; names in ``excluded`` are dropped."""
+    ids = []
+    for number, line in _text_lines(path):
+        if len(line.split()) != 1:
+            raise InputError(f"line {number}: expected one image name, got {line!r}", path)
+        if line in excluded:
+            continue
+        if line not in index:
+            raise InputError(f"line {number}: image {line!r} is not among the {len(index)} database images", path)
+        ids.append(index[line])
+    return np.asarray(ids, dtype=np.int64)
+
+
+def read_oxford_gt_files(folder: Path, db_names: tuple[str, ...],
+                         excluded: frozenset[str] = frozenset()) -> OxfordGroundTruth:
+    """Oxford5k / Paris6k ground truth from the VGG site's text files in ``folder``, ids into ``db_names``.
+
+    Queries in (landmark, number) order (all_souls_1 .. all_souls_5, ashmolean_1, ...); each query image is
+    a database image (the original protocol keeps queries in the database) and is cropped to its box.
+    Positives: good + ok; junk: junk. Names in ``excluded`` (Paris's corrupt images) are dropped from every
+    list. A query without its ``_good``/``_ok``/``_junk`` file, a malformed line or an unknown image name
+    raises :class:`InputError` naming the file.
+    """
+    found = [(m["landmark"], int(m["number"]), path) for path in sorted(Path(folder).glob("*_query.txt"))
+             if (m := _QUERY_FILE.match(path.name))]
+    if not found:
+        raise InputError("no <landmark>_<n>_query.txt ground-truth files", folder)
+    index = {name: i for i, name in enumerate(db_names)}
+    positives, junk, boxes, query_names = [], [], [], []
+    for landmark, number, path in sorted(found):
+        name, box = _query_line(path)
+        if name not in index:
+            raise InputError(f"query image {name!r} is not among the {len(index)} database images", path)
+        lists = {}
+        for kind in OXFORD_LISTS:
+            listed = path.with_name(f"{landmark}_{number}_{kind}.txt")
+            if not listed.exists():
+                raise InputError("missing ground-truth file (every query has _good, _ok and _junk lists)", listed)
+            lists[kind] = _name_ids(listed, index, excluded)
+        positives.append(np.union1d(lists["good"], lists["ok"]))
+        junk.append(np.unique(lists["junk"]))
+        boxes.append(box)
+        query_names.append(name)
+    return OxfordGroundTruth(n_db=len(db_names), positives=tuple(positives), junk=tuple(junk),
+                             query_boxes=np.asarray(boxes, dtype=np.float64), db_names=tuple(db_names),
+                             query_names=tuple(query_names))
 
 
 @dataclass(frozen=True)

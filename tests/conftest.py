@@ -4,10 +4,13 @@ from __future__ import annotations
 import os
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+from tests.loopback import LoopbackServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 settings.register_profile("suite", deadline=None, max_examples=200, derandomize=True)
@@ -21,6 +24,13 @@ PLACES = {"pitts30k_test": DATA / "places" / "pitts30k_test.npz", "tokyo247": DA
 @pytest.fixture
 def gnd_paths() -> dict[str, Path]:
     return GND
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    """A local HTTP server (tests/loopback.py) for download tests; tests put files in ``server.files``."""
+    with LoopbackServer() as s:
+        yield s
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,6 @@ from datasets.pittsburgh import Pitts30k
 from datasets.revisitop import Revisitop1M
 from datasets.tokyo247 import Tokyo247
 from tests.conftest import GND
-from tests.loopback import LoopbackServer
 
 NO_WAIT = Retry(attempts=1, backoff=0.0, timeout=5.0)
 
@@ -48,12 +47,6 @@ def tar_bytes(members: dict[str, bytes]) -> bytes:
 def run(*args):
     result = CliRunner().invoke(cli, [str(a) for a in args])
     return result.exit_code, result.output
-
-
-@pytest.fixture
-def server():
-    with LoopbackServer() as s:
-        yield s
 
 
 def test_roxford5k_downloads_verifies_and_is_held_to_its_lock(server, tmp_path):

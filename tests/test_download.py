@@ -102,6 +102,23 @@ def test_a_wrong_size_announced_by_the_server_is_refused(server, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_md5_where_a_dataset_publishes_only_md5(server, tmp_path):
+    md5 = hashlib.md5(BODY).hexdigest()
+    got = fetch([server.url + "/data/file.bin"], tmp_path / "file.bin", md5=md5, retry=NO_WAIT)
+    assert got.sha256 == SHA and (tmp_path / "file.bin").read_bytes() == BODY
+    assert fetch([server.url + "/data/file.bin"], tmp_path / "file.bin", md5=md5).url is None  # verified: kept
+    wrong = "0" * 32
+    with pytest.raises(InputError, match=f"md5 {md5} does not match the expected {wrong}"):
+        fetch([server.url + "/data/file.bin"], tmp_path / "other.bin", md5=wrong, retry=NO_WAIT)
+    assert leftovers(tmp_path) == ["file.bin"]
+    server.requests.clear()
+    fetch([server.url + "/data/file.bin"], tmp_path / "file.bin", md5=md5, retry=NO_WAIT)
+    assert server.requests == []
+    (tmp_path / "file.bin").write_bytes(BODY[:-1] + b"?")  # changed on disk: fetched again, then verified
+    fetch([server.url + "/data/file.bin"], tmp_path / "file.bin", md5=md5, retry=NO_WAIT)
+    assert (tmp_path / "file.bin").read_bytes() == BODY and len(server.requests) == 1
+
+
 def make_tar(members, path):
     """members: (name, bytes | None for a directory | ('symlink', target))."""
     with tarfile.open(path, "w:gz") as tar:
