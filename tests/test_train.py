@@ -3,6 +3,7 @@ weights as one process, the CLI trains, saves and evaluates, and both methods' p
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from datasets import load_plugins as load_datasets
 from methods.losses import triplet_loss
 from methods.mscfp import MSCFPConfig, MSCFPMethod
 from methods.netvlad import NetVLADConfig, NetVLADMethod
-from methods.train import TripletRecipe, TrainOptions, _learning_rate, _trainable_parameters, train
+from methods.train import TrainOptions, TripletRecipe, _learning_rate, _trainable_parameters, _validate, train
 from methods.weights import load_checkpoint
 
 TINY_NETVLAD = NetVLADConfig(backbone="resnet18", feature_index=3, drop_final_relu=False, num_clusters=4,
@@ -111,12 +112,14 @@ def _train_args(root: Path, out: Path) -> list[str]:
 @pytest.mark.slow
 def test_cli_trains_saves_and_evaluates(embedded_root, tmp_path):
     out = tmp_path / "w.pt"
-    done = _cli(*_train_args(embedded_root, out))
+    done = _cli(*_train_args(embedded_root, out), "--val-split", "val")
     assert done.returncode == 0, done.stderr
     assert f"{out}: netvlad resnet18.test, sha256 " in done.stdout
     assert not Path(f"{out}.state").exists()
-    sidecar = Path(f"{out}.json").read_text()
-    assert '"trained_on"' in sidecar and '"round_losses"' in sidecar
+    sidecar = json.loads(Path(f"{out}.json").read_text())
+    assert {"trained_on", "round_losses"} <= set(sidecar["origin"])
+    assert [v["step"] for v in sidecar["origin"]["validation"]] == [2]  # the run ends within its first epoch
+    assert sidecar["origin"]["selected_step"] == 2
     done = _cli("evaluate", "--method", "netvlad", "--weights", str(out), "--dataset", "synth_places",
                 "--dataset", "synth_landmarks", "--root", str(embedded_root), "--results", str(tmp_path / "res"))
     assert done.returncode == 0, done.stderr
@@ -152,3 +155,25 @@ def test_learning_rate_halves_every_five_epochs_as_in_netvlad():
     assert [_learning_rate(recipe, e) for e in (0, 4.99, 5, 9.9, 10, 15)] == \
         pytest.approx([1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5, 1.25e-5])
     assert _learning_rate(TripletRecipe(mining="classes", lr=1e-5), 100.0) == 1e-5  # no schedule: constant
+
+
+def test_validation_keeps_the_weights_of_the_best_recall_at_5(embedded_root):
+    torch.manual_seed(0)
+    model = NetVLADMethod(TINY_NETVLAD)
+    val = load_datasets().get("synth_places")().load(embedded_root, "val")
+    recipe, report, cpu = NetVLADMethod.recipe, {}, torch.device("cpu")
+    trunk = model.backbone.conv1.weight
+    original = trunk.detach().clone()
+    with torch.no_grad():
+        trunk.zero_()   # constant features: every image gets the same descriptor, ranked by database index
+    blind = _validate(model, val, recipe, cpu, 10, report, None)
+    assert blind is not None and torch.equal(blind["backbone.conv1.weight"], torch.zeros_like(original))
+    with torch.no_grad():
+        trunk.copy_(original)
+    seeing = _validate(model, val, recipe, cpu, 20, report, blind)
+    assert seeing is not blind and torch.equal(seeing["backbone.conv1.weight"], original)
+    assert seeing["backbone.conv1.weight"] is not trunk.data  # a copy, not the live weights
+    assert _validate(model, val, recipe, cpu, 30, report, seeing) is seeing  # equal: the earliest stays
+    assert [v["step"] for v in report["validation"]] == [10, 20, 30]
+    recalls = [v["recall@5"] for v in report["validation"]]
+    assert recalls[0] < recalls[1] == recalls[2]
