@@ -336,6 +336,15 @@ def train_command(method: str, dataset: str, split: str, val_split: str | None, 
     click.echo(f"{out}: {method} {name}, sha256 {digest}")
 
 
+def _compression(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from benchmarks.compression import Compression
+
+    try:
+        return None if value is None else str(Compression.parse(value))
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @cli.command("evaluate")
 @click.option("--method", required=True)
 @click.option("--weights", required=True, help="A weights name of the method, or the path of a checkpoint.")
@@ -349,9 +358,12 @@ def train_command(method: str, dataset: str, split: str, val_split: str | None, 
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL_PREFIX", help="Tried first for weights files.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
+@click.option("--compress", "compression", default=None, callback=_compression, metavar="SPEC",
+              help="Search compact signatures: top256 (leading dimensions), pq32 (PQ, 32 bytes per image, "
+                   "ADC), top512+pq64. Written to <weights>+SPEC.json.")
 def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split: str | None,
                      crop_queries: bool | None, results_dir: Path | None, root: Path | None,
-                     mirrors: tuple[str, ...], batch_size: int, device: str | None) -> None:
+                     mirrors: tuple[str, ...], batch_size: int, device: str | None, compression: str | None) -> None:
     """Extract, search and score; writes results/<dataset>/<method>/<weights>.json with provenance."""
     from benchmarks.data_root import data_root
     from benchmarks.evaluate import EvaluateOptions, evaluate
@@ -361,7 +373,8 @@ def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split
 
     cls = load_plugins().get(method)
     options = EvaluateOptions(data_root=data_root(root), split=split, crop_queries=crop_queries,
-                              batch_size=batch_size, device=_device(device), acquire=AcquireOptions(mirrors=mirrors))
+                              batch_size=batch_size, device=_device(device), acquire=AcquireOptions(mirrors=mirrors),
+                              compression=compression)
     for name in datasets:
         result = evaluate(cls, weights, _dataset(name), options)
         path = write_result(result, results_dir or RESULTS_DIR)
@@ -392,6 +405,49 @@ def speed_metrics(n_db: int, repeat: int, as_json: bool) -> None:
     click.echo(f"recall@N, {rec['n_queries']} queries x top-{rec['k']} of {rec['n_db']:,}: {rec['seconds']:.3f} s")
     env = figures["environment"]
     click.echo(f"(best of {repeat}; python {env['python']}, numpy {env['numpy']}, {env['platform']})")
+
+
+@speed.command("search")
+@click.option("--n-db", type=click.IntRange(min=1), default=None, help="With --dim and --n-queries: one case of "
+              "this size instead of the two standard ones (missing sizes from the 1M case).")
+@click.option("--dim", type=click.IntRange(min=1), default=None, help="Descriptor dimension of that case.")
+@click.option("--n-queries", type=click.IntRange(min=1), default=None, help="Queries of that case.")
+@click.option("--k", type=click.IntRange(min=1), default=100, show_default=True, help="Results per query.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, help="Best of this many runs.")
+@click.option("--compress", "compression", default=None, callback=_compression, metavar="SPEC",
+              help="Also build and search compact signatures (pq64, top256+pq32, ...).")
+@click.option("--faiss-defaults", is_flag=True, help="Also time faiss.knn with faiss's default settings.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def speed_search(n_db: int | None, dim: int | None, n_queries: int | None, k: int, repeat: int,
+                 compression: str | None, faiss_defaults: bool, as_json: bool) -> None:
+    """Exact top-k: 70 queries x 1M x 512-D, and 8280 x 83,952 x 4096-D (Pitts250k-test scale)."""
+    from benchmarks.compression import Compression
+    from benchmarks.speed.search import CASES, SearchCase
+    from benchmarks.speed.search import run as run_search
+
+    cases = None
+    if (n_db, dim, n_queries) != (None, None, None):
+        base = CASES["revisited_1m"]
+        cases = {"custom": SearchCase(n_queries or base.n_queries, n_db or base.n_db, dim or base.dim)}
+    figures = run_search(cases, k=k, repeat=repeat, faiss_defaults=faiss_defaults,
+                         compression=Compression.parse(compression) if compression else None)
+    if as_json:
+        _print_json(figures)
+        return
+    for name, case in figures["cases"].items():
+        line = (f"{name}: {case['n_queries']:,} queries x {case['n_db']:,} x {case['dim']}-D, top-{case['k']}: "
+                f"{case['seconds']:.3f} s (CPU {case['cpu_seconds']:.3f} s), peak {case['peak_gib']:.2f} GiB "
+                f"(descriptors {case['data_gib']:.2f})")
+        if "faiss_defaults" in case:
+            line += f"; faiss defaults {case['faiss_defaults']['seconds']:.3f} s"
+        click.echo(line)
+        if "compressed" in case:
+            c = case["compressed"]
+            click.echo(f"  {c['spec']} ({c['bytes_per_image']} bytes/image): built in {c['build_seconds']:.3f} s, "
+                       f"searched in {c['seconds']:.3f} s (CPU {c['cpu_seconds']:.3f} s)")
+    env = figures["environment"]
+    click.echo(f"(best of {repeat}; {env['cpus']} CPUs {env['cpu_model']}, load {env.get('load_average_1m', '?')}; "
+               f"python {env['python']}, numpy {env['numpy']}, faiss {env['faiss-cpu']}, {env['platform']})")
 
 
 def main() -> None:

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.compression import Compression, prepare_search
 from benchmarks.extract import extract
 from benchmarks.metrics import oxford_scores, recall_at_n, revisited_scores
 from benchmarks.provenance import environment, git_state
 from benchmarks.results import Provenance, RunResult, metrics_of
-from benchmarks.search import rank_by_inner_product, top_k_by_inner_product
+from benchmarks.search import Search, ranking_holding
 from datasets.acquire import AcquireOptions
 from datasets.base import (
     GroundTruth,
@@ -43,11 +44,13 @@ class EvaluateOptions:
     batch_size: int = 16
     device: str = "cpu"
     acquire: AcquireOptions = AcquireOptions()
+    compression: str | None = None      # compact signatures, e.g. "pq32", "top256+pq64" (benchmarks.compression)
 
 
 def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options: EvaluateOptions) -> RunResult:
     """Extract descriptors of the dataset's database and queries with the method, search, score."""
     started = time.perf_counter()
+    compression = Compression.parse(options.compression) if options.compression else None
     loaded = dataset.load(options.data_root, options.split)
     resolved = resolve_weights(method, weights, options.data_root, options.acquire)
     model = resolved.model.to(options.device)
@@ -59,7 +62,7 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
     db = extract(model, loaded.db_paths, protocol, batch_size=options.batch_size, device=options.device)
     queries = extract(model, loaded.query_paths, protocol, boxes=boxes if crop else None,
                       batch_size=options.batch_size, device=options.device)
-    metrics, per_query = _score(queries, db, loaded.ground_truth)
+    metrics, per_query = _score(queries, prepare_search(db, compression), loaded.ground_truth)
     commit, dirty = git_state()
     device = torch.cuda.get_device_name() if options.device.startswith("cuda") else options.device
     provenance = Provenance(
@@ -75,19 +78,24 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
                            "mean": list(protocol.mean), "std": list(protocol.std),
                            "queries_cropped": bool(crop and boxes is not None)},
               "descriptor_dim": int(db.shape[1])}
+    if compression is not None:
+        config["compression"] = compression.describe(int(db.shape[1]))
     return RunResult(method=method.name, weights=resolved.name, dataset=dataset.name, protocol=str(dataset.protocol),
                      config=config, metrics=metrics, per_query=per_query, provenance=provenance)
 
 
-def _score(queries: np.ndarray, db: np.ndarray, gt: GroundTruth) -> tuple[dict[str, float], dict[str, Any]]:
+def _score(queries: np.ndarray, search: Search, gt: GroundTruth) -> tuple[dict[str, float], dict[str, Any]]:
+    """Rankings need every positive inside them for exact AP (benchmarks.search.ranking_holding)."""
     if isinstance(gt, PlaceGroundTruth):
         depth = RECALL_NS[-1] * (gt.panorama_size or 1)
-        top = top_k_by_inner_product(queries, db, depth)
+        top = search.top_k(queries, depth)
         return metrics_of(recall_at_n(top, gt.utm_queries, gt.utm_db, gt.threshold, RECALL_NS, gt.panorama_size))
-    ranks = rank_by_inner_product(queries, db)
     if isinstance(gt, RevisitedGroundTruth):
+        positives = [np.concatenate([e, h]) for e, h in zip(gt.easy, gt.hard, strict=True)]
+        ranks = ranking_holding(search, queries, positives)
         return metrics_of(revisited_scores(ranks, gt.easy, gt.hard, gt.junk, gt.n_db))
     if isinstance(gt, OxfordGroundTruth):
+        ranks = ranking_holding(search, queries, gt.positives)
         return metrics_of(oxford_scores(ranks, gt.positives, gt.junk, gt.n_db))
     raise TypeError(f"cannot evaluate on ground truth of type {type(gt).__name__} (a training split?)")
 

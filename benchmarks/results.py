@@ -1,7 +1,9 @@
 """RunResult: one JSON file per (dataset, method, weights) run, with its metrics and full provenance.
 
-Files live at ``results/<dataset>/<method>/<weights>.json``. They are written atomically and validated
-on load: a result that does not match the schema is refused with the file and the field named.
+Files live at ``results/<dataset>/<method>/<weights>.json``, or ``<weights>+<spec>.json`` for a run on compact
+signatures (``config["compression"]["spec"]``, such as ``pq32``) so that it never replaces the uncompressed
+one. They are written atomically and validated on load: a result that does not match the schema is refused
+with the file and the field named.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 
 from benchmarks.atomic import atomic_write_text
 from benchmarks.errors import InputError
-from benchmarks.ids import NAME_PATTERN, SHA256_PATTERN, WEIGHTS_NAME_PATTERN
+from benchmarks.ids import COMPRESSION_PATTERN, NAME_PATTERN, SHA256_PATTERN, WEIGHTS_NAME_PATTERN
 from benchmarks.metrics import DIFFICULTIES, RankingScores, RecallScores
 from benchmarks.provenance import REPO_ROOT
 from datasets.base import Protocol
@@ -60,10 +62,16 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
     def relative_path(self) -> Path:
-        return Path(self.dataset) / self.method / f"{self.weights}.json"
+        return _relative_path(self.dataset, self.method, self.weights, self.config)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _relative_path(dataset: str, method: str, weights: str, config: dict[str, Any]) -> Path:
+    compression = config.get("compression")
+    suffix = f"+{compression['spec']}" if isinstance(compression, dict) else ""
+    return Path(dataset) / method / f"{weights}{suffix}.json"
 
 
 def metrics_of(
@@ -122,6 +130,10 @@ def _validate(data: Any, path: Path) -> None:
              "weights must be 'arch.tag'", path)
     _require(data["protocol"] in PROTOCOLS, f"protocol must be one of {PROTOCOLS}", path)
     _require(isinstance(data["config"], dict), "config must be an object", path)
+    compression = data["config"].get("compression")
+    _require(compression is None or (isinstance(compression, dict) and isinstance(compression.get("spec"), str)
+                                     and bool(COMPRESSION_PATTERN.match(compression["spec"]))),
+             "config.compression must be an object whose spec is like pq32, top256, top512+pq64", path)
     metrics = data["metrics"]
     _require(isinstance(metrics, dict) and bool(metrics), "metrics must be a non-empty object", path)
     for key, value in metrics.items():
@@ -134,7 +146,7 @@ def _validate(data: Any, path: Path) -> None:
     _require(isinstance(data["notes"], list) and all(isinstance(n, str) for n in data["notes"]),
              "notes must be a list of strings", path)
     _validate_provenance(data["provenance"], path)
-    relative = Path(data["dataset"]) / data["method"] / f"{data['weights']}.json"
+    relative = _relative_path(data["dataset"], data["method"], data["weights"], data["config"])
     _require(path.parts[-3:] == relative.parts, f"the file belongs at <root>/{relative}", path)
 
 
