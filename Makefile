@@ -20,10 +20,10 @@ test: $(STAMP)
 
 # The main job on the embedded benchmarks, offline, in a few minutes on a laptop CPU: the registered plugins;
 # the two benchmarks generated under the data root ($$BENCH_DATA, default ~/.cache/image-retrieval-benchmarks)
-# in the real datasets' formats, described and verified; NetVLAD and MSCFP on small random-init ResNet-18
-# trunks (no pretrained weights offline), each untrained (k-means + PCA-whitening only) and trained for about
-# a minute on an embedded training split, all evaluated on both benchmarks (results with provenance in
-# $(DEMO)/results); then the scoring speed at 1M scale. `make embedded-results` runs the same into results/.
+# in the real datasets' formats, described and verified; NetVLAD, MSCFP and REMAP on small random-init
+# ResNet-18 trunks (no pretrained weights offline), each untrained (k-means or KL-divergence weights, then
+# PCA-whitening) and trained for about a minute on an embedded training split, all evaluated on both benchmarks
+# (results with provenance in $(DEMO)/results); then the scoring speed at 1M scale. `make embedded-results` runs the same into results/.
 DEMO_RESULTS ?= $(DEMO)/results
 NETVLAD_DEMO := --config backbone=resnet18 --config feature_index=3 --config drop_final_relu=false \
   --config num_clusters=16 --config whiten_dim=128 --set train_from= --set optimizer=adam --set lr=1e-4 \
@@ -33,6 +33,9 @@ MSCFP_DEMO := --config backbone=resnet18 --config subvector_dim=128 --config num
   --config whiten_dim=128 --set optimizer=adam --set lr=1e-4 --set mining_classes=20 --set mining_batch=240 \
   --set tuples_per_batch=8 --set cache_refresh=4 --set cluster_images=100
 MSCFP_STEPS := 40
+REMAP_DEMO := --config backbone=resnet18 --config whiten_dim=128 --set optimizer=adam --set lr=1e-4 \
+  --set mining_classes=20 --set mining_batch=240 --set tuples_per_batch=8 --set cache_refresh=4 --set cluster_images=100
+REMAP_STEPS := 40
 
 demo: $(STAMP)
 	@echo "== registered methods and datasets"
@@ -59,8 +62,14 @@ methods-demo: $(STAMP)
 	  --name resnet18.untrained --out $(DEMO)/weights/mscfp-untrained.pt
 	$(PY) -m benchmarks train mscfp --dataset synth_landmarks --steps $(MSCFP_STEPS) $(MSCFP_DEMO) \
 	  --name resnet18.synth_landmarks --out $(DEMO)/weights/mscfp-synth_landmarks.pt
+	@echo "== remap: untrained (KL-divergence weights + PCA-whitening), then trained $(REMAP_STEPS) steps on synth_landmarks train"
+	$(PY) -m benchmarks train remap --dataset synth_landmarks --steps 0 $(REMAP_DEMO) \
+	  --name resnet18.untrained --out $(DEMO)/weights/remap-untrained.pt
+	$(PY) -m benchmarks train remap --dataset synth_landmarks --steps $(REMAP_STEPS) $(REMAP_DEMO) \
+	  --name resnet18.synth_landmarks --out $(DEMO)/weights/remap-synth_landmarks.pt
 	@echo "== evaluation on both embedded benchmarks"
-	@for w in netvlad:untrained netvlad:synth_places mscfp:untrained mscfp:synth_landmarks; do \
+	@for w in netvlad:untrained netvlad:synth_places mscfp:untrained mscfp:synth_landmarks remap:untrained \
+	  remap:synth_landmarks; do \
 	  m=$${w%%:*}; t=$${w#*:}; \
 	  $(PY) -m benchmarks evaluate --method $$m --weights $(DEMO)/weights/$$m-$$t.pt \
 	    --dataset synth_places --dataset synth_landmarks --results $(DEMO_RESULTS) || exit 1; \

@@ -59,7 +59,7 @@ class TripletRecipe:
     mining_classes: int = 512           # classes: k
     mining_batch: int = 2048            # classes: images embedded per mining
     rank_threshold: int = 100           # classes: case C drops a query whose first positive ranks beyond t
-    cluster_images: int = 500           # images whose local descriptors are sampled for k-means
+    cluster_images: int = 500           # images sampled for the initialisation (k-means; REMAP: KL weights)
     cluster_descriptors: int = 50000
     batch_size: int = 16                # images per forward when embedding without gradients
     frozen_batchnorm: bool = False      # batch norm uses its running statistics while training (small batches)
@@ -112,7 +112,8 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
 
     ``model`` is an nn.Module with ``protocol``, ``backbone``, ``whitening`` (or None) and the methods
     ``local_descriptors``, ``aggregate`` (what the loss sees), ``initialise(local_sample, seed)`` and
-    ``finalise(training_embeddings)``, as ``methods.netvlad.VLADMethod`` has.
+    ``finalise(training_embeddings)``, as ``methods.netvlad.VLADMethod`` has; a model that initialises from
+    something else says what through ``initialisation_input`` (see :func:`_initialisation_input`).
     """
     started = time.perf_counter()
     rank, world = init_distributed()
@@ -125,7 +126,7 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
     if state:
         model.load_state_dict(state["model"])
     else:
-        report["initialisation"] = model.initialise(_local_sample(model, split, recipe, options, device),
+        report["initialisation"] = model.initialise(_initialisation_input(model, split, recipe, options, device),
                                                     options.seed)
     trainable = _trainable_parameters(model, recipe.train_from)
     optimiser = (torch.optim.SGD(trainable, lr=recipe.lr, momentum=recipe.momentum,
@@ -229,6 +230,24 @@ def _trainable_parameters(model: Any, train_from: str) -> list[nn.Parameter]:
     if model.whitening is not None:
         model.whitening.requires_grad_(False)
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def _initialisation_input(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: TrainOptions,
+                          device: torch.device) -> Any:
+    """What ``model.initialise`` takes: sampled local descriptors (k-means), unless the model has a method
+    ``initialisation_input(split, recipe, embed, seed)``; ``embed(function, paths)`` gives the (N, E) outputs of
+    ``function`` on the images at ``paths``, batched, in eval mode and without gradients (REMAP's KL weights)."""
+    if not hasattr(model, "initialisation_input"):
+        return _local_sample(model, split, recipe, options, device)
+
+    def embed(function: Any, paths: Sequence[Path]) -> np.ndarray:
+        was_training = model.training
+        model.eval()
+        out = extract(function, list(paths), model.protocol, batch_size=recipe.batch_size, device=device)
+        model.train(was_training)
+        return out
+
+    return model.initialisation_input(split, recipe, embed, options.seed)
 
 
 def _local_sample(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: TrainOptions,
