@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -241,7 +242,8 @@ def _int_or_none(value: str | None) -> int | None:
 
 
 def unreachable(urls: Sequence[str], timeout: float = 10.0) -> str | None:
-    """None when a server answers for one of ``urls`` (any HTTP status: the host is there), else why none did.
+    """None when a server answers for one of ``urls`` (any HTTP status: the host is there), else why none did
+    (per host).
 
     A HEAD request per URL, nothing written: lets a command that needs many files stop before the first
     download when there is no connection.
@@ -255,5 +257,5 @@ def unreachable(urls: Sequence[str], timeout: float = 10.0) -> str | None:
         except urllib.error.HTTPError:
             return None
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
-            failures.append(f"{url}: {type(error).__name__}: {getattr(error, 'reason', error)}")
+            failures.append(f"{urlsplit(url).netloc or url}: {type(error).__name__}: {getattr(error, 'reason', error)}")
     return "; ".join(failures) or "no source to download from"
