@@ -67,10 +67,11 @@ def missing_files(method: type[RetrievalMethod], datasets: list[DatasetSpec], we
     specs = {spec.name: spec for dataset in datasets
              for spec in (dataset, *(registry.get(r)() for r in dataset.requires))}
     needed = []
-    for spec in specs.values():
-        folder = spec.folder(root)
-        needed += [Needed(f"dataset {spec.name}", folder / f.name, _sources(f, spec.name, options.acquire), f.manual)
-                   for f in spec.files if not _present(folder, f)]
+    for dataset_spec in specs.values():
+        folder = dataset_spec.folder(root)
+        needed += [Needed(f"dataset {dataset_spec.name}", folder / f.name,
+                          _sources(f, dataset_spec.name, options.acquire), f.manual)
+                   for f in dataset_spec.files if not _present(folder, f)]
     for name in weights:
         if name not in method.weights:
             if not Path(name).exists():
