@@ -85,6 +85,17 @@ def random_crop(image: torch.Tensor, size: int, min_area: float, rng: np.random.
     return crop.flip(-1) if rng.random() < 0.5 else crop
 
 
+class _Classifier(nn.Module):
+    """The model and its ArcFace head as one module: DDP then averages the gradients of both."""
+
+    def __init__(self, model: nn.Module, head: ArcFace) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.model(images), labels)
+
+
 def train_classification(model: Any, split: LoadedDataset, recipe: ClassificationRecipe,
                          options: TrainOptions) -> dict[str, Any]:
     """Train ``model`` (an nn.Module whose forward gives (B, D) descriptors, with ``descriptor_dim`` and
@@ -115,7 +126,7 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
         head.load_state_dict(state["head"])
         optimiser.load_state_dict(state["optimiser"])
         step, losses = state["step"], list(state["losses"])
-    trained: nn.Module = model
+    trained: nn.Module = _Classifier(model, head)
     if world > 1 and device.type == "cuda":  # batch statistics over all processes' images (CUDA only in torch)
         trained = nn.SyncBatchNorm.convert_sync_batchnorm(trained)
     if world > 1:
@@ -131,7 +142,7 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
                                           recipe.min_crop_area, np.random.default_rng([options.seed, step, j]))
                               for j in mine]).to(device)
         labels = torch.from_numpy(targets[batch[rank::world]]).to(device)
-        loss = head(trained(images), labels)
+        loss = trained(images, labels)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

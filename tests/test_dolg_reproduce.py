@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +23,7 @@ from datasets.acquire import AcquireOptions
 from methods.dolg import DOLGConfig, DOLGMethod
 from methods.train import TrainOptions
 from methods.train_classification import learning_rate, random_crop, train_classification
+from tests.test_train import _cli
 
 TINY = ["--config", "backbone=resnet18", "--config", "dim=32", "--set", "batch_size=8", "--set", "image_size=64",
         "--set", "min_crop_area=0.5"]
@@ -147,3 +149,17 @@ def test_reproduce_end_to_end_with_weights_trained_here(embedded_root, tmp_path)
     assert protocol["queries_cropped"] is True and saved["config"]["descriptor_dim"] == 32
     assert saved["config"]["method"]["multi_atrous"] is False and saved["config"]["method"]["backbone"] == "resnet18"
     assert 0 <= saved["metrics"]["map_medium"] <= 1 and saved["provenance"]["weights_sha256"]
+
+
+@pytest.mark.slow
+def test_torchrun_trains_with_two_processes(embedded_root, tmp_path):
+    """DDP over the model and its ArcFace head together (CPU, gloo): each process takes half of every batch."""
+    out = tmp_path / "two.pt"
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    done = _cli("train", "dolg", "--dataset", "synth_landmarks", "--steps", "2", *TINY, "--name", "resnet18.ddp",
+                "--out", str(out), "--root", str(embedded_root), "--device", "cpu", launcher=torchrun,
+                env={"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    origin = json.loads(Path(f"{out}.json").read_text())["origin"]
+    assert origin["processes"] == 2 and origin["steps"] == 2 and origin["classes"] == 20
+    assert not Path(f"{out}.state").exists()
