@@ -20,6 +20,7 @@ from benchmarks.cli import cli
 from benchmarks.reproduce import Needed, ReproduceOptions, check_fetchable, missing_files, plan
 from datasets import load_plugins as load_datasets
 from datasets.acquire import AcquireOptions
+from methods import train_classification as train_classification_module
 from methods.dolg import DOLGConfig, DOLGMethod
 from methods.train import TrainOptions
 from methods.train_classification import learning_rate, random_crop, train_classification
@@ -113,21 +114,31 @@ def test_random_crops_and_the_learning_rate_schedule():
 
 
 @pytest.mark.slow
-def test_classification_training_resumes_to_the_same_weights(embedded_root, tmp_path):
+def test_classification_training_resumes_to_the_same_weights(embedded_root, tmp_path, monkeypatch):
     split = load_datasets().get("synth_landmarks")().load(embedded_root, "train")
     recipe = dataclasses.replace(DOLGMethod.recipe, batch_size=4, image_size=48, state_every=2)
 
-    def trained(steps: int, state: Path | None) -> DOLGMethod:
+    def trained(state: Path | None) -> DOLGMethod:
         torch.manual_seed(0)
         model = DOLGMethod(DOLGConfig(backbone="resnet18", dim=16))
-        report = train_classification(model, split, recipe, TrainOptions(steps=steps, seed=1, state=state))
-        assert report["classes"] == 20 and report["steps"] == steps
+        report = train_classification(model, split, recipe, TrainOptions(steps=4, seed=1, state=state))
+        assert report["classes"] == 20 and report["steps"] == 4
         return model
 
-    straight = trained(4, None)
+    straight = trained(None)
     state = tmp_path / "run.state"
-    trained(2, state)  # a run killed after its first state write
-    resumed = trained(4, state)
+    save = train_classification_module._save_state
+
+    def save_then_die(path: Path, payload: dict) -> None:
+        save(path, payload)
+        raise KeyboardInterrupt  # killed right after its first state write (step 2)
+
+    monkeypatch.setattr(train_classification_module, "_save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        trained(state)
+    monkeypatch.setattr(train_classification_module, "_save_state", save)
+    assert torch.load(state, weights_only=True)["step"] == 2
+    resumed = trained(state)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
