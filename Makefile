@@ -33,8 +33,7 @@ MSCFP_DEMO := --config backbone=resnet18 --config subvector_dim=128 --config num
   --config whiten_dim=128 --set optimizer=adam --set lr=1e-4 --set mining_classes=20 --set mining_batch=240 \
   --set tuples_per_batch=8 --set cache_refresh=4 --set cluster_images=100
 MSCFP_STEPS := 40
-DOLG_DEMO := --config backbone=resnet18 --set batch_size=16 --set image_size=96 --set min_crop_area=0.5 \
-  --set optimizer=adam --set lr=1e-4
+DOLG_DEMO := --config backbone=resnet18 --set batch_size=16 --set image_size=96 --set min_crop_area=0.5 --set lr=0.01
 DOLG_STEPS := 40
 
 demo: $(STAMP)
