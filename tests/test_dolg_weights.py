@@ -153,6 +153,7 @@ def test_one_error_lists_every_missing_unused_and_misshaped_tensor(r50):
     assert torch.equal(converted.state_dict()["fusion_fc.weight"], r50["fc.weight"])
 
 
+@pytest.mark.slow
 def test_a_local_copy_of_a_published_file_is_known_by_its_sha256(tmp_path, r50, monkeypatch):
     path = tmp_path / "downloads" / "r50_dolg_512.pt"
     path.parent.mkdir()
