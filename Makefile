@@ -7,7 +7,7 @@ STAMP := $(VENV)/.requirements-installed
 DEMO := out/demo
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo methods-demo embedded-results test speed clean-venv speed-search
+.PHONY: demo methods-demo embedded-results test speed clean-venv speed-search reproduce-dolg
 
 $(STAMP): requirements.txt
 	@echo "== setting up $(VENV): the pinned requirements in one pip command (torch pinned exactly)"
@@ -36,6 +36,8 @@ MSCFP_STEPS := 40
 REMAP_DEMO := --config backbone=resnet18 --config whiten_dim=128 --set optimizer=adam --set lr=1e-4 \
   --set mining_classes=20 --set mining_batch=240 --set tuples_per_batch=8 --set cache_refresh=4 --set cluster_images=100
 REMAP_STEPS := 40
+DOLG_DEMO := --config backbone=resnet18 --set batch_size=16 --set image_size=96 --set min_crop_area=0.5 --set lr=0.01
+DOLG_STEPS := 40
 
 demo: $(STAMP)
 	@echo "== registered methods and datasets"
@@ -67,9 +69,14 @@ methods-demo: $(STAMP)
 	  --name resnet18.untrained --out $(DEMO)/weights/remap-untrained.pt
 	$(PY) -m benchmarks train remap --dataset synth_landmarks --steps $(REMAP_STEPS) $(REMAP_DEMO) \
 	  --name resnet18.synth_landmarks --out $(DEMO)/weights/remap-synth_landmarks.pt
+	@echo "== dolg: untrained, then trained $(DOLG_STEPS) steps (ArcFace) on synth_landmarks train (about a minute)"
+	$(PY) -m benchmarks train dolg --dataset synth_landmarks --steps 0 $(DOLG_DEMO) \
+	  --name resnet18.untrained --out $(DEMO)/weights/dolg-untrained.pt
+	$(PY) -m benchmarks train dolg --dataset synth_landmarks --steps $(DOLG_STEPS) $(DOLG_DEMO) \
+	  --name resnet18.synth_landmarks --out $(DEMO)/weights/dolg-synth_landmarks.pt
 	@echo "== evaluation on both embedded benchmarks"
 	@for w in netvlad:untrained netvlad:synth_places mscfp:untrained mscfp:synth_landmarks remap:untrained \
-	  remap:synth_landmarks; do \
+	  remap:synth_landmarks dolg:untrained dolg:synth_landmarks; do \
 	  m=$${w%%:*}; t=$${w#*:}; \
 	  $(PY) -m benchmarks evaluate --method $$m --weights $(DEMO)/weights/$$m-$$t.pt \
 	    --dataset synth_places --dataset synth_landmarks --results $(DEMO_RESULTS) || exit 1; \
@@ -87,3 +94,11 @@ clean-venv:
 # Exact top-k search at the largest published scales (70 x 1M x 512-D; 8280 x 83,952 x 4096-D): minutes on 2 cores.
 speed-search: $(STAMP)
 	$(PY) -m benchmarks speed search
+
+# DOLG's table: roxford5k and rparis6k (R1M=1 adds the 1M distractors), the released R50 and R101 weights, each
+# evaluated with the official multi-scale protocol (results with provenance in results/), then the comparison
+# with the reported numbers. Extra flags through REPRODUCE_ARGS (--mirror URL, --weights PATH, --device cuda:1).
+reproduce-dolg: $(STAMP)
+	$(PY) -m benchmarks reproduce dolg $(if $(filter 1 yes true,$(R1M)),--r1m) $(REPRODUCE_ARGS)
+	@if $(PY) -m benchmarks tables --help >/dev/null 2>&1; then $(PY) -m benchmarks tables --paper dolg --print; \
+	else echo "== the comparison table needs the tables command, not in this checkout yet"; fi

@@ -307,7 +307,8 @@ def train_command(method: str, dataset: str, split: str, val_split: str | None, 
     from benchmarks.data_root import data_root
     from methods import load_plugins
     from methods.base import parse_overrides
-    from methods.train import TrainOptions, init_distributed, train
+    from methods.train import TrainOptions, init_distributed
+    from methods.training import train_model
     from methods.weights import save_checkpoint
 
     cls = load_plugins().get(method)
@@ -326,8 +327,9 @@ def train_command(method: str, dataset: str, split: str, val_split: str | None, 
     model = cls(config)
     state = Path(f"{out}.state")
     validation = None if val_split is None else spec.load(folder_root, val_split)
-    report = train(model, spec.load(folder_root, split), recipe,
-                   TrainOptions(steps=steps, seed=seed, device=_device(device), state=state, validation=validation))
+    report = train_model(model, spec.load(folder_root, split), recipe,
+                         TrainOptions(steps=steps, seed=seed, device=_device(device), state=state,
+                                      validation=validation))
     if init_distributed()[0] != 0:
         return
     digest = save_checkpoint(out, model.cpu(), name, {
@@ -448,6 +450,43 @@ def speed_search(n_db: int | None, dim: int | None, n_queries: int | None, k: in
     env = figures["environment"]
     click.echo(f"(best of {repeat}; {env['cpus']} CPUs {env['cpu_model']}, load {env.get('load_average_1m', '?')}; "
                f"python {env['python']}, numpy {env['numpy']}, faiss {env['faiss-cpu']}, {env['platform']})")
+
+
+@cli.command("reproduce")
+@click.argument("method")
+@click.option("--r1m", is_flag=True, help="Add the +1M variants (the R1M distractors: about 1M images to fetch).")
+@click.option("--weights", "weights", multiple=True, metavar="NAME|PATH",
+              help="Weights to evaluate instead of the method's released ones. Repeatable.")
+@click.option("--dataset", "datasets", multiple=True, help="Datasets instead of the paper's. Repeatable.")
+@click.option("--crop-queries/--no-crop-queries", default=None,
+              help="Crop queries to their boxes (default: as the method's protocol says; logged, recorded).")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where results go (default: the repository's results/).")
+@_ROOT
+@click.option("--mirror", "mirrors", multiple=True, metavar="URL_PREFIX",
+              help="A copy laid out as the data root, tried first (URL_PREFIX/<dataset>/<file>). Repeatable.")
+@click.option("--mirror-only", is_flag=True, help="Never try the official URLs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
+def reproduce_command(method: str, r1m: bool, weights: tuple[str, ...], datasets: tuple[str, ...],
+                      crop_queries: bool | None, results_dir: Path | None, root: Path | None,
+                      mirrors: tuple[str, ...], mirror_only: bool, batch_size: int, device: str | None) -> None:
+    """Reproduce METHOD's table: fetch what it needs (checked first), evaluate each weights on each dataset."""
+    from benchmarks.data_root import data_root
+    from benchmarks.reproduce import ReproduceOptions, reproduce
+    from benchmarks.results import RESULTS_DIR, write_result
+    from datasets.acquire import AcquireOptions
+    from methods import load_plugins
+
+    cls = load_plugins().get(method)
+    options = ReproduceOptions(data_root=data_root(root), r1m=r1m, datasets=datasets, weights=weights,
+                               crop_queries=crop_queries, batch_size=batch_size, device=_device(device),
+                               acquire=AcquireOptions(mirrors=mirrors, mirror_only=mirror_only))
+    for result in reproduce(cls, options):
+        path = write_result(result, results_dir or RESULTS_DIR)
+        shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if not k.startswith("mp@"))
+        crop = "cropped" if result.config["protocol"]["queries_cropped"] else "whole"
+        click.echo(f"{result.dataset} / {method} / {result.weights} (queries {crop}): {shown}  -> {path}")
 
 
 def main() -> None:

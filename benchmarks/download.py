@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -255,3 +256,23 @@ def _content_range(value: str) -> tuple[int, int | None]:
 
 def _int_or_none(value: str | None) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
+
+
+def unreachable(urls: Sequence[str], timeout: float = 10.0) -> str | None:
+    """None when a server answers for one of ``urls`` (any HTTP status: the host is there), else why none did
+    (per host).
+
+    A HEAD request per URL, nothing written: lets a command that needs many files stop before the first
+    download when there is no connection.
+    """
+    failures = []
+    for url in urls:
+        request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})
+        try:
+            urllib.request.urlopen(request, timeout=timeout).close()
+            return None
+        except urllib.error.HTTPError:
+            return None
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
+            failures.append(f"{urlsplit(url).netloc or url}: {type(error).__name__}: {getattr(error, 'reason', error)}")
+    return "; ".join(failures) or "no source to download from"

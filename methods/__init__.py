@@ -9,7 +9,8 @@ from methods.base import RetrievalMethod
 
 METHODS: Registry[type[RetrievalMethod]] = Registry("method")
 
-SHARED_MODULES = frozenset({"base", "layers", "losses", "mining", "train", "weights"})
+SHARED_MODULES = frozenset({"base", "layers", "losses", "mining", "train", "train_classification",
+                            "training", "weights"})
 
 
 def load_plugins() -> Registry[type[RetrievalMethod]]:

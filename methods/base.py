@@ -63,6 +63,16 @@ class ExtractionProtocol:
     crop_queries: bool = True
 
 
+@dataclass(frozen=True)
+class Reproduction:
+    """What ``python -m benchmarks reproduce METHOD`` needs: the datasets of the paper's table (with ``--r1m`` also
+    ``r1m_datasets``) and the published weights evaluated by default."""
+
+    datasets: tuple[str, ...]
+    weights: tuple[str, ...]
+    r1m_datasets: tuple[str, ...] = ()
+
+
 class RetrievalMethod(nn.Module, abc.ABC):
     """Base of every method plugin: ``forward(images (B, 3, H, W)) -> (B, D)`` L2-normalised descriptors."""
 

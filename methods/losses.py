@@ -1,7 +1,10 @@
 """Losses shared by the method plugins."""
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 
 def squared_distances(anchor: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
@@ -18,3 +21,32 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.
     """
     positive_distance = squared_distances(anchor, positive[None])
     return torch.relu(positive_distance + margin - squared_distances(anchor, negatives)).sum()
+
+
+class ArcFace(torch.nn.Module):
+    """ArcFace (Deng et al., CVPR 2019): cross-entropy over ``scale * cos`` between L2-normalised embeddings and
+    class weights, the true class's angle enlarged by ``margin``: cos(theta + m).
+
+    Where theta + m would pass pi (cos(theta) <= cos(pi - m)) the target logit is cos(theta) - m sin(m)
+    instead, the usual continuation that keeps it decreasing in theta.
+    """
+
+    def __init__(self, dim: int, n_classes: int, margin: float = 0.15, scale: float = 30.0) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.empty(n_classes, dim))
+        torch.nn.init.xavier_uniform_(self.weight)
+        self.margin, self.scale = margin, scale
+
+    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B, D) embeddings and (B,) class indices -> (B, K) scaled logits with the margin on the true class."""
+        cos = F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1)).clamp(-1, 1)
+        target = cos.gather(1, labels[:, None])
+        sin = (1 - target.pow(2)).clamp(min=0).sqrt()
+        with_margin = target * math.cos(self.margin) - sin * math.sin(self.margin)
+        beyond = target <= math.cos(math.pi - self.margin)
+        with_margin = torch.where(beyond, target - math.sin(math.pi - self.margin) * self.margin, with_margin)
+        return self.scale * cos.scatter(1, labels[:, None], with_margin)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the batch."""
+        return F.cross_entropy(self.logits(embeddings, labels), labels)

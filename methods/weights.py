@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,32 +109,62 @@ def load_state_strictly(model: torch.nn.Module, state: Mapping[str, torch.Tensor
 
 def resolve_weights(cls: type[RetrievalMethod], weights: str, data_root: Path,
                     options: AcquireOptions | None = None) -> LoadedWeights:
-    """``weights`` is a checkpoint path or a name of ``cls.weights``; published weights are fetched (mirrors,
-    resume, sha256 or lock file) and converted once into ``<data root>/weights/<method>/<name>.pt``; their
-    ``sha256`` is then the published file's."""
+    """``weights`` is a name of ``cls.weights`` or a path. Published weights are fetched (mirrors, resume, sha256
+    or lock file) and converted once into ``<data root>/weights/<method>/<name>.pt``; their ``sha256`` is then
+    the published file's. A path is a checkpoint of this suite, or a local copy of a published file (known by its
+    pinned sha256, then named and cached as if fetched), or another file of the released layout (converted)."""
     if weights not in cls.weights:
-        if Path(weights).exists() or weights.endswith((".pt", ".pth")):
-            return load_checkpoint(cls, Path(weights))
-        raise InputError(f"{cls.name} has no weights named {weights!r} (known: {sorted(cls.weights)}); give a "
-                         f"name or the path of a checkpoint", weights)
+        path = Path(weights)
+        if not path.is_file():
+            if path.exists() or weights.endswith((".pt", ".pth")):
+                return load_checkpoint(cls, path)
+            raise InputError(f"{cls.name} has no weights named {weights!r} (known: {sorted(cls.weights)}); give a "
+                             f"name or the path of a checkpoint", weights)
+        published = {spec.sha256: name for name, spec in cls.weights.items() if spec.sha256}
+        name = published.get(sha256_of(path)) if published else None
+        return _converted(cls, name, path, data_root) if name else _checkpoint_or_released(cls, path)
     spec = cls.weights[weights]
     folder = data_root / "weights" / cls.name
-    converted = folder / f"{weights}.pt"
     if spec.url is None:
+        converted = folder / f"{weights}.pt"
         if converted.exists():
             return load_checkpoint(cls, converted)
         raise InputError(f"{cls.name} weights {weights} are not published: train them (python -m benchmarks train "
                          f"{cls.name} ...) and pass the checkpoint's path", converted)
     source = FileSpec(name=Path(urlparse(spec.url).path).name, urls=(spec.url,), sha256=spec.sha256)
     acquire_files(folder, f"weights/{cls.name}", (source,), options or AcquireOptions())
-    source_sha = sha256_of(folder / source.name)
+    return _converted(cls, weights, folder / source.name, data_root)
+
+
+def _converted(cls: type[RetrievalMethod], weights: str, source: Path, data_root: Path) -> LoadedWeights:
+    """Published weights ``weights`` from their file ``source``, converted once into the data root."""
+    spec = cls.weights[weights]
+    converted = data_root / "weights" / cls.name / f"{weights}.pt"
+    source_sha = sha256_of(source)
     if not (converted.exists() and _origin_sha(converted) == source_sha):
-        log.info("converting %s into %s", folder / source.name, converted)
-        model = cls.convert_weights(folder / source.name, config_from(cls, spec.config, weights))
+        log.info("converting %s into %s", source, converted)
+        model = cls.convert_weights(source, config_from(cls, spec.config, weights))
         save_checkpoint(converted, model, weights, {"converted_from": spec.url, "source_sha256": source_sha,
                                                     "conversion": spec.conversion})
     # Results name the published file's sha256: the one anybody can check against the download.
     return dataclasses.replace(load_checkpoint(cls, converted), sha256=source_sha)
+
+
+def _checkpoint_or_released(cls: type[RetrievalMethod], path: Path) -> LoadedWeights:
+    """A checkpoint of this suite, else a file the method's converter reads (named ``<backbone>.<file stem>``)."""
+    try:
+        return load_checkpoint(cls, path)
+    except InputError as not_ours:
+        if cls.convert_weights.__func__ is RetrievalMethod.convert_weights.__func__:  # type: ignore[attr-defined]
+            raise
+        try:
+            model = cls.convert_weights(path, cls.config_class())
+        except (InputError, NotImplementedError) as error:
+            raise InputError(f"neither a checkpoint of this suite ({not_ours.message}) nor released {cls.name} "
+                             f"weights ({getattr(error, 'message', error)})", path) from None
+    stem = re.sub(r"[^a-z0-9_\-]", "_", path.stem.lower())
+    name = f"{getattr(model.config, 'backbone', cls.name)}.{stem}"
+    return LoadedWeights(model.eval(), name, sha256_of(path), path)
 
 
 def _origin_sha(checkpoint: Path) -> str | None:
