@@ -33,6 +33,8 @@ MSCFP_DEMO := --config backbone=resnet18 --config subvector_dim=128 --config num
   --config whiten_dim=128 --set optimizer=adam --set lr=1e-4 --set mining_classes=20 --set mining_batch=240 \
   --set tuples_per_batch=8 --set cache_refresh=4 --set cluster_images=100
 MSCFP_STEPS := 40
+# `make demo EVALUATE_FLAGS=--allow-dirty` evaluates although the tree has uncommitted changes (results say so).
+EVALUATE_FLAGS ?=
 
 demo: $(STAMP)
 	@echo "== registered methods and datasets"
@@ -63,7 +65,7 @@ methods-demo: $(STAMP)
 	@for w in netvlad:untrained netvlad:synth_places mscfp:untrained mscfp:synth_landmarks; do \
 	  m=$${w%%:*}; t=$${w#*:}; \
 	  $(PY) -m benchmarks evaluate --method $$m --weights $(DEMO)/weights/$$m-$$t.pt \
-	    --dataset synth_places --dataset synth_landmarks --results $(DEMO_RESULTS) || exit 1; \
+	    --dataset synth_places --dataset synth_landmarks --results $(DEMO_RESULTS) $(EVALUATE_FLAGS) || exit 1; \
 	done
 
 embedded-results:

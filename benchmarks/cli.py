@@ -198,8 +198,10 @@ def data() -> None:
 @click.option("--keep-archives", is_flag=True, help="Keep archives after unpacking (to serve as a mirror).")
 @click.option("--retries", type=click.IntRange(min=1), default=5, show_default=True,
               help="Tries per source without progress before moving to the next source.")
+@click.option("--allow-insecure-http", is_flag=True,
+              help="Accept files without a published checksum over plain http (R1M); their sha256 is then locked.")
 def data_download(name: str, root: Path | None, mirrors: tuple[str, ...], mirror_only: bool, images: Path | None,
-                  jobs: int, keep_archives: bool, retries: int) -> None:
+                  jobs: int, keep_archives: bool, retries: int, allow_insecure_http: bool) -> None:
     """Fetch (or generate) dataset NAME: resumable, verified, unpacked safely."""
     from benchmarks.data_root import data_root
     from benchmarks.download import Retry
@@ -207,7 +209,8 @@ def data_download(name: str, root: Path | None, mirrors: tuple[str, ...], mirror
 
     spec, folder_root = _dataset(name), data_root(root)
     options = AcquireOptions(mirrors=mirrors, mirror_only=mirror_only, jobs=jobs, keep_archives=keep_archives,
-                             retry=Retry(attempts=retries), images=images)
+                             retry=Retry(attempts=retries), images=images,
+                             allow_insecure_http=allow_insecure_http)
     spec.prepare(folder_root, options)
     click.echo(f"{name}: ready under {spec.folder(folder_root)}; check it with "
                f"`python -m benchmarks data verify {name}`")
@@ -343,21 +346,23 @@ def train_command(method: str, dataset: str, split: str, steps: int, seed: int, 
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL_PREFIX", help="Tried first for weights files.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
+@click.option("--allow-dirty", is_flag=True, help="Run although the suite has uncommitted changes (the result says so).")
 def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split: str | None,
                      crop_queries: bool | None, results_dir: Path | None, root: Path | None,
-                     mirrors: tuple[str, ...], batch_size: int, device: str | None) -> None:
+                     mirrors: tuple[str, ...], batch_size: int, device: str | None, allow_dirty: bool) -> None:
     """Extract, search and score; writes results/<dataset>/<method>/<weights>.json with provenance."""
     from benchmarks.data_root import data_root
     from benchmarks.evaluate import EvaluateOptions, evaluate
-    from benchmarks.results import RESULTS_DIR, write_result
+    from benchmarks.results import RESULTS_DIR, record_dirty, require_clean_tree, write_result
     from datasets.acquire import AcquireOptions
     from methods import load_plugins
 
+    require_clean_tree(allow_dirty)
     cls = load_plugins().get(method)
     options = EvaluateOptions(data_root=data_root(root), split=split, crop_queries=crop_queries,
                               batch_size=batch_size, device=_device(device), acquire=AcquireOptions(mirrors=mirrors))
     for name in datasets:
-        result = evaluate(cls, weights, _dataset(name), options)
+        result = record_dirty(evaluate(cls, weights, _dataset(name), options), allow_dirty)
         path = write_result(result, results_dir or RESULTS_DIR)
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if not k.startswith("mp@"))
         click.echo(f"{name} / {method} / {result.weights}: {shown}  -> {path}")

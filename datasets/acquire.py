@@ -31,8 +31,9 @@ STAMPS = ".acquired"
 @dataclass(frozen=True)
 class AcquireOptions:
     """``data download`` options: mirrors tried first (or only: machines without internet), parallel
-    downloads, archives kept after extraction, retry policy, and where images given out on request already
-    are (``--images``)."""
+    downloads, archives kept after extraction, retry policy, where images given out on request already
+    are (``--images``), and whether a file without a checksum may come over plain http (its sha256 is then
+    locked)."""
 
     mirrors: tuple[str, ...] = ()
     mirror_only: bool = False
@@ -40,6 +41,7 @@ class AcquireOptions:
     keep_archives: bool = False
     retry: Retry = Retry()
     images: Path | None = None
+    allow_insecure_http: bool = False
 
 
 class ChecksumLock:
@@ -89,7 +91,8 @@ def _acquire_one(folder: Path, dataset: str, spec: FileSpec, options: AcquireOpt
     dest = folder / spec.name
     try:
         got = fetch(urls, dest, sha256=expected, size=spec.size, retry=options.retry,
-                    label=f"{dataset}/{spec.name}", position=position)
+                    label=f"{dataset}/{spec.name}", position=position,
+                    allow_insecure_http=options.allow_insecure_http)
     except InputError as error:
         if published is None and expected is not None:
             raise InputError(f"{error.message}\n  The expected sha256 is the one recorded by the first download in "
