@@ -346,7 +346,8 @@ def train_command(method: str, dataset: str, split: str, steps: int, seed: int, 
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL_PREFIX", help="Tried first for weights files.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
-@click.option("--allow-dirty", is_flag=True, help="Run although the suite has uncommitted changes (the result says so).")
+@click.option("--allow-dirty", is_flag=True,
+              help="Run although the suite has uncommitted changes (the result says so).")
 def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split: str | None,
                      crop_queries: bool | None, results_dir: Path | None, root: Path | None,
                      mirrors: tuple[str, ...], batch_size: int, device: str | None, allow_dirty: bool) -> None:

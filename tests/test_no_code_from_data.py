@@ -51,9 +51,9 @@ def code_from_data_calls(source: str, path: Path) -> list[str]:
     """Each call in ``source`` that could run code from data or a shell, as 'path:line: what'."""
     found = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ClassDef) and path != UNPICKLER_HOME:
-            if any(_dotted(base).endswith("Unpickler") for base in node.bases):
-                found.append(f"{path}:{node.lineno}: an Unpickler outside {UNPICKLER_HOME}")
+        if isinstance(node, ast.ClassDef) and path != UNPICKLER_HOME \
+                and any(_dotted(base).endswith("Unpickler") for base in node.bases):
+            found.append(f"{path}:{node.lineno}: an Unpickler outside {UNPICKLER_HOME}")
         if not isinstance(node, ast.Call):
             continue
         name, where = _dotted(node.func), f"{path}:{node.lineno}"
