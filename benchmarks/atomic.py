@@ -46,6 +46,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def remove_leftovers(path: str | Path) -> None:
+    """Delete the temporary files that killed writers of ``path`` left; only while holding ``path``'s lock
+    (:mod:`benchmarks.locks`), when no other writer can be at work."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Text (UTF-8) version of :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -23,7 +23,7 @@ from typing import IO
 
 from tqdm import tqdm
 
-from benchmarks.atomic import atomic_write_text, write_failure
+from benchmarks.atomic import atomic_write_text, remove_leftovers, write_failure
 from benchmarks.errors import InputError
 from benchmarks.locks import exclusive
 
@@ -103,6 +103,10 @@ def fetch(urls: Sequence[str], dest: Path, *, sha256: str | None = None, size: i
     if dest.exists():
         have = sha256_of(dest)
         if sha256 is None or have == sha256:
+            part, meta = (dest.with_name(dest.name + suffix) for suffix in (".part", ".part.json"))
+            if not part.exists():  # a run killed between the final rename and removing its record
+                meta.unlink(missing_ok=True)
+                remove_leftovers(meta)
             return Fetched(dest, have, dest.stat().st_size, None)
         log.warning("%s: sha256 %s differs from the expected %s; downloading it again", dest, have, sha256)
         dest.unlink()
@@ -165,6 +169,7 @@ def _from_source(url: str, dest: Path, sha256: str | None, size: int | None, ret
     except OSError as error:
         raise write_failure(error, dest, f"the verified download stays in {part.name}") from None
     meta.unlink(missing_ok=True)
+    remove_leftovers(meta)  # a killed run's half-written record; we hold the download's lock
     return got
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from benchmarks.atomic import TEMP_SUFFIX, atomic_write_text
+from benchmarks.atomic import atomic_write_text, remove_leftovers
 from benchmarks.errors import InputError
 from benchmarks.ids import NAME_PATTERN, SHA256_PATTERN, WEIGHTS_NAME_PATTERN
 from benchmarks.locks import exclusive
@@ -97,9 +97,7 @@ def write_result(result: RunResult, root: Path = RESULTS_DIR) -> Path:
     path = root / result.relative_path()
     _validate(asdict(result), path)
     with exclusive(path, wait_s=LOCK_WAIT_S, doing="writing"):
-        # Under the lock no other writer of this result is at work: temporary files are a killed writer's.
-        for leftover in path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"):
-            leftover.unlink(missing_ok=True)
+        remove_leftovers(path)
         atomic_write_text(path, result.to_json())
     return path
 

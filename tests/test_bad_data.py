@@ -19,7 +19,7 @@ from benchmarks.errors import InputError
 from benchmarks.extract import load_image
 from datasets import load_plugins
 from datasets.base import unreadable_images
-from datasets.formats import PITTSBURGH_FIELDS, read_dbstruct
+from datasets.formats import PITTSBURGH_FIELDS, load_pickle_safely, read_dbstruct
 from methods.netvlad import NetVLADMethod
 from methods.weights import save_checkpoint
 from tests.test_train import TINY_NETVLAD
@@ -93,7 +93,7 @@ def test_an_image_the_ground_truth_names_but_the_folder_lacks(root, checkpoint, 
 
 def test_a_gnd_id_out_of_range_is_named_by_verify_and_score(root, tmp_path):
     gnd_path = root / "synth_landmarks" / "gnd_synth_landmarks.pkl"
-    gnd = pickle.loads(gnd_path.read_bytes())  # our own file, written by the generator
+    gnd = load_pickle_safely(gnd_path)
     n_db = len(gnd["imlist"])
     gnd["gnd"][3]["hard"] = [*list(gnd["gnd"][3]["hard"]), n_db + 4]
     gnd_path.write_bytes(pickle.dumps(gnd))

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.download import fetch
 from benchmarks.provenance import REPO_ROOT
 from benchmarks.results import load_result, write_result
 from datasets.formats import DbStruct, read_dbstruct, write_dbstruct
@@ -78,10 +79,23 @@ def test_killed_downloads_resume_and_never_leave_a_partial_file_as_complete(tmp_
         assert finished.wait(timeout=120) == 0
         recovered += injected
     assert dest.read_bytes() == body
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["archive.tgz"]  # no .part, .lock or .part.json
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["archive.tgz"]  # no .part, .lock, .part.json, .tmp
     resumed = [r for _, r in server.requests if r is not None]
     print(f"download: {injected} kills injected, {recovered} recovered, {len(resumed)} byte-range resumes")
     assert injected >= 1
+
+
+def test_what_a_kill_right_after_the_final_rename_leaves_is_tidied(tmp_path):
+    """Killed between renaming the verified file into place and removing its transfer record (and while
+    writing that record): the next run takes the file as it is and removes both leftovers."""
+    dest = tmp_path / "archive.tgz"
+    dest.write_bytes(b"complete")
+    (tmp_path / "archive.tgz.part.json").write_text('{"url": "http://127.0.0.1:9/archive.tgz"}')
+    (tmp_path / ".archive.tgz.part.json.x1y2.tmp").write_text('{"url": ')
+    with LoopbackServer() as server:
+        fetch([server.url + "/archive.tgz"], dest, sha256=hashlib.sha256(b"complete").hexdigest())
+        assert server.requests == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["archive.tgz"]
 
 
 def small_places_root(embedded: Path, root: Path) -> Path:

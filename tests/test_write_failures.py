@@ -187,3 +187,10 @@ def test_two_runs_writing_one_result_take_turns(tmp_path):
     assert [w.exitcode for w in writers] == [0, 0]
     assert load_result(path).config["version"] in (1, 2) and seen <= {1, 2}
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_a_second_download_of_the_same_file_stops_at_once(tmp_path):
+    dest = tmp_path / "file.bin"
+    with exclusive(dest), pytest.raises(InputError, match="another process is downloading this file; wait"):
+        fetch(["http://127.0.0.1:9/file.bin"], dest, sha256=SHA)
+    assert list(tmp_path.iterdir()) == []
