@@ -38,6 +38,8 @@ REMAP_DEMO := --config backbone=resnet18 --config whiten_dim=128 --set optimizer
 REMAP_STEPS := 40
 DOLG_DEMO := --config backbone=resnet18 --set batch_size=16 --set image_size=96 --set min_crop_area=0.5 --set lr=0.01
 DOLG_STEPS := 40
+# `make demo EVALUATE_FLAGS=--allow-dirty` evaluates although the tree has uncommitted changes (results say so).
+EVALUATE_FLAGS ?=
 
 demo: $(STAMP)
 	@echo "== registered methods and datasets"
@@ -79,7 +81,7 @@ methods-demo: $(STAMP)
 	  remap:synth_landmarks dolg:untrained dolg:synth_landmarks; do \
 	  m=$${w%%:*}; t=$${w#*:}; \
 	  $(PY) -m benchmarks evaluate --method $$m --weights $(DEMO)/weights/$$m-$$t.pt \
-	    --dataset synth_places --dataset synth_landmarks --results $(DEMO_RESULTS) || exit 1; \
+	    --dataset synth_places --dataset synth_landmarks --results $(DEMO_RESULTS) $(EVALUATE_FLAGS) || exit 1; \
 	done
 
 embedded-results:
@@ -97,8 +99,9 @@ speed-search: $(STAMP)
 
 # DOLG's table: roxford5k and rparis6k (R1M=1 adds the 1M distractors), the released R50 and R101 weights, each
 # evaluated with the official multi-scale protocol (results with provenance in results/), then the comparison
+# (R1M's archives come over plain http with no published checksum: R1M=1 accepts that and locks their sha256)
 # with the reported numbers. Extra flags through REPRODUCE_ARGS (--mirror URL, --weights PATH, --device cuda:1).
 reproduce-dolg: $(STAMP)
-	$(PY) -m benchmarks reproduce dolg $(if $(filter 1 yes true,$(R1M)),--r1m) $(REPRODUCE_ARGS)
+	$(PY) -m benchmarks reproduce dolg $(if $(filter 1 yes true,$(R1M)),--r1m --allow-insecure-http) $(REPRODUCE_ARGS)
 	@if $(PY) -m benchmarks tables --help >/dev/null 2>&1; then $(PY) -m benchmarks tables --paper dolg --print; \
 	else echo "== the comparison table needs the tables command, not in this checkout yet"; fi

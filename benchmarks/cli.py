@@ -200,8 +200,11 @@ def data() -> None:
               help="Tries per source without progress before moving to the next source.")
 @click.option("--archives", default=None, metavar="RANGES",
               help="Only these of a dataset's numbered archives, e.g. 0-9,42 (gldv2: 0-499; default: all).")
+@click.option("--allow-insecure-http", is_flag=True,
+              help="Accept files without a published checksum over plain http (R1M); their sha256 is then locked.")
 def data_download(name: str, root: Path | None, mirrors: tuple[str, ...], mirror_only: bool, images: Path | None,
-                  jobs: int, keep_archives: bool, retries: int, archives: str | None) -> None:
+                  jobs: int, keep_archives: bool, retries: int, archives: str | None,
+                  allow_insecure_http: bool) -> None:
     """Fetch (or generate) dataset NAME: resumable, verified, unpacked safely."""
     from benchmarks.data_root import data_root
     from benchmarks.download import Retry
@@ -210,7 +213,8 @@ def data_download(name: str, root: Path | None, mirrors: tuple[str, ...], mirror
     spec, folder_root = _dataset(name), data_root(root)
     options = AcquireOptions(mirrors=mirrors, mirror_only=mirror_only, jobs=jobs, keep_archives=keep_archives,
                              retry=Retry(attempts=retries), images=images,
-                             archives=None if archives is None else parse_archive_ranges(archives))
+                             archives=None if archives is None else parse_archive_ranges(archives),
+                             allow_insecure_http=allow_insecure_http)
     spec.prepare(folder_root, options)
     click.echo(f"{name}: ready under {spec.folder(folder_root)}; check it with "
                f"`python -m benchmarks data verify {name}`")
@@ -299,8 +303,9 @@ def _device(requested: str | None) -> str:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write.")
 @_ROOT
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
-def train_command(method: str, dataset: str, split: str, val_split: str | None, steps: int, seed: int, config_pairs: tuple[str, ...],
-                  recipe_pairs: tuple[str, ...], name: str, out: Path, root: Path | None, device: str | None) -> None:
+def train_command(method: str, dataset: str, split: str, val_split: str | None, steps: int, seed: int,
+                  config_pairs: tuple[str, ...], recipe_pairs: tuple[str, ...], name: str, out: Path,
+                  root: Path | None, device: str | None) -> None:
     """Train METHOD on a dataset's training split; resumable (OUT.state), runs under torchrun as well."""
     import dataclasses
 
@@ -363,22 +368,26 @@ def _compression(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--compress", "compression", default=None, callback=_compression, metavar="SPEC",
               help="Search compact signatures: top256 (leading dimensions), pq32 (PQ, 32 bytes per image, "
                    "ADC), top512+pq64. Written to <weights>+SPEC.json.")
+@click.option("--allow-dirty", is_flag=True,
+              help="Run although the suite has uncommitted changes (the result says so).")
 def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split: str | None,
                      crop_queries: bool | None, results_dir: Path | None, root: Path | None,
-                     mirrors: tuple[str, ...], batch_size: int, device: str | None, compression: str | None) -> None:
+                     mirrors: tuple[str, ...], batch_size: int, device: str | None, compression: str | None,
+                     allow_dirty: bool) -> None:
     """Extract, search and score; writes results/<dataset>/<method>/<weights>.json with provenance."""
     from benchmarks.data_root import data_root
     from benchmarks.evaluate import EvaluateOptions, evaluate
-    from benchmarks.results import RESULTS_DIR, write_result
+    from benchmarks.results import RESULTS_DIR, record_dirty, require_clean_tree, write_result
     from datasets.acquire import AcquireOptions
     from methods import load_plugins
 
+    require_clean_tree(allow_dirty)
     cls = load_plugins().get(method)
     options = EvaluateOptions(data_root=data_root(root), split=split, crop_queries=crop_queries,
                               batch_size=batch_size, device=_device(device), acquire=AcquireOptions(mirrors=mirrors),
                               compression=compression)
     for name in datasets:
-        result = evaluate(cls, weights, _dataset(name), options)
+        result = record_dirty(evaluate(cls, weights, _dataset(name), options), allow_dirty)
         path = write_result(result, results_dir or RESULTS_DIR)
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if not k.startswith("mp@"))
         click.echo(f"{name} / {method} / {result.weights}: {shown}  -> {path}")
@@ -466,24 +475,31 @@ def speed_search(n_db: int | None, dim: int | None, n_queries: int | None, k: in
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL_PREFIX",
               help="A copy laid out as the data root, tried first (URL_PREFIX/<dataset>/<file>). Repeatable.")
 @click.option("--mirror-only", is_flag=True, help="Never try the official URLs.")
+@click.option("--allow-insecure-http", is_flag=True,
+              help="Accept files without a published checksum over plain http (R1M); their sha256 is then locked.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
+@click.option("--allow-dirty", is_flag=True,
+              help="Run although the suite has uncommitted changes (the results say so).")
 def reproduce_command(method: str, r1m: bool, weights: tuple[str, ...], datasets: tuple[str, ...],
                       crop_queries: bool | None, results_dir: Path | None, root: Path | None,
-                      mirrors: tuple[str, ...], mirror_only: bool, batch_size: int, device: str | None) -> None:
+                      mirrors: tuple[str, ...], mirror_only: bool, allow_insecure_http: bool, batch_size: int,
+                      device: str | None, allow_dirty: bool) -> None:
     """Reproduce METHOD's table: fetch what it needs (checked first), evaluate each weights on each dataset."""
     from benchmarks.data_root import data_root
     from benchmarks.reproduce import ReproduceOptions, reproduce
-    from benchmarks.results import RESULTS_DIR, write_result
+    from benchmarks.results import RESULTS_DIR, record_dirty, require_clean_tree, write_result
     from datasets.acquire import AcquireOptions
     from methods import load_plugins
 
+    require_clean_tree(allow_dirty)
     cls = load_plugins().get(method)
     options = ReproduceOptions(data_root=data_root(root), r1m=r1m, datasets=datasets, weights=weights,
                                crop_queries=crop_queries, batch_size=batch_size, device=_device(device),
-                               acquire=AcquireOptions(mirrors=mirrors, mirror_only=mirror_only))
+                               acquire=AcquireOptions(mirrors=mirrors, mirror_only=mirror_only,
+                                                      allow_insecure_http=allow_insecure_http))
     for result in reproduce(cls, options):
-        path = write_result(result, results_dir or RESULTS_DIR)
+        path = write_result(record_dirty(result, allow_dirty), results_dir or RESULTS_DIR)
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if not k.startswith("mp@"))
         crop = "cropped" if result.config["protocol"]["queries_cropped"] else "whole"
         click.echo(f"{result.dataset} / {method} / {result.weights} (queries {crop}): {shown}  -> {path}")

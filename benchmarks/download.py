@@ -8,24 +8,25 @@ puts it at ``dest``. A file that fails its checksum is deleted: nothing unverifi
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import http.client
 import json
 import logging
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from benchmarks.atomic import atomic_write_text
+from benchmarks.atomic import atomic_write_text, remove_leftovers, write_failure
 from benchmarks.errors import InputError
+from benchmarks.locks import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ CHUNK = 1 << 20
 USER_AGENT = "image-retrieval-benchmarks (+https://github.com; python urllib)"
 # HTTP statuses worth retrying on the same source; any other error status moves on to the next source.
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Plain http from these hosts never crosses a network, so nothing on the way can alter the bytes.
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 @dataclass(frozen=True)
@@ -77,49 +80,57 @@ def sha256_of(path: Path) -> str:
     return hex_digests(path)["sha256"]
 
 
-@contextlib.contextmanager
-def _exclusive(dest: Path) -> Iterator[None]:
-    """Hold ``<dest>.lock`` so two processes never write the same ``.part`` at once."""
-    lock_path = dest.with_name(dest.name + ".lock")
-    with lock_path.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError("another process is downloading this file; wait for it or stop it", dest) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            lock_path.unlink(missing_ok=True)
+def unverifiable(url: str) -> str | None:
+    """Why ``url`` may not be used without a checksum (plain http over a network), or None when it may."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        return ("plain http without a checksum: anything on the way could alter the bytes unnoticed; use an "
+                "https mirror, declare the file's sha256, or trust this one download with --allow-insecure-http "
+                "(its sha256 is then recorded and held)")
+    return None
 
 
 def fetch(urls: Sequence[str], dest: Path, *, sha256: str | None = None, size: int | None = None,
           md5: str | None = None, retry: Retry = Retry(), label: str | None = None, position: int | None = None,
-          sleep: Callable[[float], None] = time.sleep) -> Fetched:
+          sleep: Callable[[float], None] = time.sleep, allow_insecure_http: bool = False) -> Fetched:
     """Download ``dest`` from the first of ``urls`` that gives the right bytes.
 
     ``sha256``/``size``: what the file must be (None: not known; the caller records what it got). ``md5``:
-    checked as well, for datasets that publish only md5 (Google Landmarks v2). A file already at ``dest``
-    that matches is not downloaded again. Raises :class:`InputError` naming ``dest`` and every source's
-    failure when no source works; the partial file of a dropped transfer is kept for the next run to resume,
-    a file with wrong contents is deleted.
+    checked as well, for datasets that publish only md5 (Google Landmarks v2). Without ``sha256``,
+    plain-http sources (other than loopback) are refused unless ``allow_insecure_http``. A file already at
+    ``dest`` that matches is not downloaded again. Raises :class:`InputError` naming ``dest`` and every
+    source's failure when no source works, or naming the file that could not be written (disk full, no
+    permission); the partial file of a dropped transfer is kept for the next run to resume, a file with
+    wrong contents is deleted.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_failure(error, dest.parent, "nothing was downloaded") from None
     if dest.exists():
         have = hex_digests(dest, ("sha256", "md5") if md5 else ("sha256",))
         mismatch = _mismatch(have, sha256, md5)
         if mismatch is None:
+            part, meta = (dest.with_name(dest.name + suffix) for suffix in (".part", ".part.json"))
+            if not part.exists():  # a run killed between the final rename and removing its record
+                meta.unlink(missing_ok=True)
+                remove_leftovers(meta)
             return Fetched(dest, have["sha256"], dest.stat().st_size, None)
         log.warning("%s: %s; downloading it again", dest, mismatch)
         dest.unlink()
     if not urls:
         raise InputError("no source to download from", dest)
     failures = []
-    with _exclusive(dest):
+    secure_only = sha256 is None and not allow_insecure_http
+    with exclusive(dest, doing="downloading"):
         for url in urls:
             try:
-                got = _from_source(url, dest, sha256, md5, size, retry, label or dest.name, position, sleep)
+                insecure = unverifiable(url) if secure_only else None
+                if insecure is not None:
+                    raise _SourceFailed(insecure)
+                got = _from_source(url, dest, sha256, md5, size, retry, label or dest.name, position, sleep,
+                                   secure_only)
             except _SourceFailed as failure:
                 failures.append(f"{url}: {failure}")
                 log.warning("%s: %s", url, failure)
@@ -138,14 +149,15 @@ def _mismatch(have: dict[str, str], sha256: str | None, md5: str | None) -> str 
 
 
 def _from_source(url: str, dest: Path, sha256: str | None, md5: str | None, size: int | None, retry: Retry,
-                 label: str, position: int | None, sleep: Callable[[float], None]) -> str:
-    """Transfer from one URL with retries, then verify and rename; returns the sha256."""
+                 label: str, position: int | None, sleep: Callable[[float], None], secure_only: bool) -> str:
+    """Transfer from one URL with retries, then verify and rename; returns the sha256. ``secure_only``:
+    refuse a redirect to plain http (the file has no checksum)."""
     part, meta = dest.with_name(dest.name + ".part"), dest.with_name(dest.name + ".part.json")
     failed_tries = 0
     while True:
         before = part.stat().st_size if part.exists() else 0
         try:
-            total = _transfer(url, part, meta, size, retry.timeout, label, position)
+            total = _transfer(url, part, meta, size, retry.timeout, label, position, secure_only)
             break
         except _Transient as error:
             progressed = part.exists() and part.stat().st_size > before
@@ -170,8 +182,12 @@ def _from_source(url: str, dest: Path, sha256: str | None, md5: str | None, size
         part.unlink(missing_ok=True)
         meta.unlink(missing_ok=True)
         raise _SourceFailed(problem + "; the partial file was deleted")
-    part.replace(dest)
+    try:
+        part.replace(dest)
+    except OSError as error:
+        raise write_failure(error, dest, f"the verified download stays in {part.name}") from None
     meta.unlink(missing_ok=True)
+    remove_leftovers(meta)  # a killed run's half-written record; we hold the download's lock
     return have["sha256"]
 
 
@@ -190,7 +206,7 @@ def _resume_point(part: Path, meta: Path, url: str) -> tuple[int, str | None]:
 
 
 def _transfer(url: str, part: Path, meta: Path, size: int | None, timeout: float, label: str,
-              position: int | None) -> int | None:
+              position: int | None, secure_only: bool) -> int | None:
     """Append the rest of ``url`` to ``part``; returns the full size the server announced (None if unknown)."""
     offset, validator = _resume_point(part, meta, url)
     if size is not None and offset == size:
@@ -211,6 +227,9 @@ def _transfer(url: str, part: Path, meta: Path, size: int | None, timeout: float
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         raise _Transient(f"{type(error).__name__}: {getattr(error, 'reason', error)}") from None
     with response:
+        insecure = unverifiable(response.geturl()) if secure_only else None
+        if insecure is not None:  # an https (or loopback) URL redirected to plain http
+            raise _SourceFailed(f"redirected to {response.geturl()}: {insecure}")
         if response.status == 206:
             start, total = _content_range(response.headers.get("Content-Range", ""))
             if start != offset:
@@ -230,18 +249,31 @@ def _transfer(url: str, part: Path, meta: Path, size: int | None, timeout: float
 
 def _stream(response: http.client.HTTPResponse, part: Path, offset: int, total: int | None, label: str,
             position: int | None) -> None:
-    with part.open("ab" if offset else "wb") as out, tqdm(
-        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=label, position=position,
-        leave=position is None, disable=None, dynamic_ncols=True,
-    ) as bar:
-        try:
-            for block in iter(lambda: response.read(CHUNK), b""):
+    """Append the response body to ``part``: a failed read is transient (resume), a failed write is final."""
+    try:
+        with part.open("ab" if offset else "wb") as out, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+            position=position, leave=position is None, disable=None, dynamic_ncols=True,
+        ) as bar:
+            for block in _blocks(response, out):
                 out.write(block)
                 bar.update(len(block))
+            if total is not None and out.tell() < total:
+                raise _Transient(f"connection closed after {out.tell()} of {total} bytes")
+    except OSError as error:  # reading errors became _Transient in _blocks: this is the disk or the folder
+        raise write_failure(error, part, "the bytes written so far are kept for the next run to resume "
+                                         "from") from None
+
+
+def _blocks(response: http.client.HTTPResponse, out: IO[bytes]) -> Iterator[bytes]:
+    while True:
+        try:
+            block = response.read(CHUNK)
         except (OSError, http.client.HTTPException) as error:
             raise _Transient(f"connection lost after {out.tell()} bytes ({type(error).__name__})") from None
-        if total is not None and out.tell() < total:
-            raise _Transient(f"connection closed after {out.tell()} of {total} bytes")
+        if not block:
+            return
+        yield block
 
 
 def _content_range(value: str) -> tuple[int, int | None]:

@@ -2,29 +2,35 @@
 
 Files live at ``results/<dataset>/<method>/<weights>.json``, or ``<weights>+<spec>.json`` for a run on compact
 signatures (``config["compression"]["spec"]``, such as ``pq32``) so that it never replaces the uncompressed
-one. They are written atomically and validated on load: a result that does not match the schema is refused
-with the file and the field named.
+one. They are written atomically, one writer at a time (a lock), and validated on load: a result that does
+not match the schema is refused with the file and the field named. Results from a tree with uncommitted
+changes are refused unless allowed (``--allow-dirty``, then noted in the result); :func:`stale_provenance`
+says whether a result's weights and ground truth are still those the plugins declare.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from benchmarks.atomic import atomic_write_text
+from benchmarks.atomic import atomic_write_text, remove_leftovers
 from benchmarks.errors import InputError
 from benchmarks.ids import COMPRESSION_PATTERN, NAME_PATTERN, SHA256_PATTERN, WEIGHTS_NAME_PATTERN
+from benchmarks.locks import exclusive
 from benchmarks.metrics import DIFFICULTIES, RankingScores, RecallScores
-from benchmarks.provenance import REPO_ROOT
+from benchmarks.provenance import REPO_ROOT, git_state
 from datasets.base import Protocol
 
 SCHEMA_VERSION = 1
 RESULTS_DIR = REPO_ROOT / "results"
 PROTOCOLS = tuple(p.value for p in Protocol)
+LOCK_WAIT_S = 60.0  # a result is written in milliseconds: a writer waits for another rather than failing
+DIRTY_NOTE = "evaluated from a tree with uncommitted changes (--allow-dirty): git_commit does not hold this code"
 _METRIC_KEY = re.compile(rf"^(map|mp@\d+|recall@\d+)(_({'|'.join(DIFFICULTIES)}))?$")
 
 
@@ -93,11 +99,77 @@ def metrics_of(
 
 
 def write_result(result: RunResult, root: Path = RESULTS_DIR) -> Path:
-    """Validate, then atomically write ``root/<dataset>/<method>/<weights>.json``; returns the path."""
+    """Validate, then atomically write ``root/<dataset>/<method>/<weights>.json`` holding its lock; returns
+    the path. Two runs writing one result take turns; the last one's result stays."""
     path = root / result.relative_path()
     _validate(asdict(result), path)
-    atomic_write_text(path, result.to_json())
+    with exclusive(path, wait_s=LOCK_WAIT_S, doing="writing"):
+        remove_leftovers(path)
+        atomic_write_text(path, result.to_json())
     return path
+
+
+def require_clean_tree(allow_dirty: bool) -> None:
+    """Refuse to start a run whose result could not name the code that made it, unless ``allow_dirty``."""
+    commit, dirty = git_state()
+    if dirty and not allow_dirty:
+        where = "is not a git checkout" if commit == "unknown" else "has uncommitted changes (git status)"
+        raise InputError(f"the suite {where}: a result must name the commit that produced it; commit first, "
+                         "or pass --allow-dirty (the result then says so)", REPO_ROOT)
+
+
+def record_dirty(result: RunResult, allow_dirty: bool) -> RunResult:
+    """``result`` with :data:`DIRTY_NOTE` when it came from a dirty tree; refused there unless ``allow_dirty``."""
+    if not result.provenance.git_dirty:
+        return result
+    if not allow_dirty:
+        raise InputError("the suite had uncommitted changes when the run ended (git status); commit and run "
+                         "again, or pass --allow-dirty", REPO_ROOT)
+    return result if DIRTY_NOTE in result.notes else replace(result, notes=[*result.notes, DIRTY_NOTE])
+
+
+def stale_provenance(result: RunResult, data_root: Path | None = None) -> list[str]:
+    """Why ``result`` no longer matches what the plugins declare (empty: it still does).
+
+    Checked: the method and dataset are registered with the result's protocol; the weights' sha256 is the
+    one the method's WeightsSpec publishes (or, with ``data_root``, the one its lock file recorded); with
+    ``data_root`` and the dataset there, the ground truth loaded now has the result's digest. What cannot be
+    checked (trained weights without a declared checksum, data not downloaded) is not reported.
+    """
+    from benchmarks.evaluate import ground_truth_sha256  # imports torch: only when checking
+    from datasets import load_plugins as load_datasets
+    from datasets.acquire import ChecksumLock
+    from methods import load_plugins as load_methods
+
+    problems = []
+    label = f"{result.dataset}/{result.method}/{result.weights}"
+    methods, datasets = load_methods(), load_datasets()
+    if result.method not in methods:
+        problems.append(f"{label}: method {result.method!r} is not registered any more")
+    else:
+        spec = methods.get(result.method).weights.get(result.weights)
+        declared = None if spec is None else spec.sha256
+        if spec is not None and declared is None and spec.url is not None and data_root is not None:
+            name = Path(urlparse(spec.url).path).name  # where resolve_weights keeps the published file
+            declared = ChecksumLock(Path(data_root) / "weights" / result.method).sha256(name)
+        if declared is not None and result.provenance.weights_sha256 != declared:
+            problems.append(f"{label}: weights sha256 {result.provenance.weights_sha256} differs from the "
+                            f"declared {declared}")
+    if result.dataset not in datasets:
+        return [*problems, f"{label}: dataset {result.dataset!r} is not registered any more"]
+    dataset = datasets.get(result.dataset)()
+    if str(dataset.protocol) != result.protocol:
+        problems.append(f"{label}: protocol {result.protocol!r}, the dataset now says {str(dataset.protocol)!r}")
+    if data_root is not None:
+        try:
+            loaded = dataset.load(Path(data_root), result.config.get("split"))
+        except InputError:
+            return problems  # not downloaded here: nothing to compare with
+        now = ground_truth_sha256(loaded.ground_truth)
+        if now != result.provenance.ground_truth_sha256:
+            problems.append(f"{label}: ground truth sha256 {result.provenance.ground_truth_sha256} differs from "
+                            f"the dataset's now ({now})")
+    return problems
 
 
 def load_result(path: str | Path) -> RunResult:

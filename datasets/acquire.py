@@ -33,7 +33,8 @@ STAMPS = ".acquired"
 class AcquireOptions:
     """``data download`` options: mirrors tried first (or only: machines without internet), parallel
     downloads, archives kept after extraction, retry policy, where images given out on request already
-    are (``--images``), and which of a dataset's numbered archives to fetch (``--archives``; None: all)."""
+    are (``--images``), which of a dataset's numbered archives to fetch (``--archives``; None: all), and
+    whether a file without a checksum may come over plain http (its sha256 is then locked)."""
 
     mirrors: tuple[str, ...] = ()
     mirror_only: bool = False
@@ -42,6 +43,7 @@ class AcquireOptions:
     retry: Retry = Retry()
     images: Path | None = None
     archives: tuple[int, ...] | None = None
+    allow_insecure_http: bool = False
 
 
 def parse_archive_ranges(text: str) -> tuple[int, ...]:
@@ -105,7 +107,8 @@ def _acquire_one(folder: Path, dataset: str, spec: FileSpec, options: AcquireOpt
     dest = folder / spec.name
     try:
         got = fetch(urls, dest, sha256=expected, size=spec.size, md5=spec.md5, retry=options.retry,
-                    label=f"{dataset}/{spec.name}", position=position)
+                    label=f"{dataset}/{spec.name}", position=position,
+                    allow_insecure_http=options.allow_insecure_http)
     except InputError as error:
         if published is None and expected is not None:
             raise InputError(f"{error.message}\n  The expected sha256 is the one recorded by the first download in "

@@ -176,7 +176,7 @@ def unreadable_images(paths: Sequence[Path], label: str = "images") -> list[Path
     for path in tqdm(paths, desc=f"checking {label}", unit="img", disable=None, leave=False):
         try:
             Image.open(path).close()  # parses the header: enough to catch missing, empty or non-image files
-        except (OSError, SyntaxError, ValueError):
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # the last: a forged header
             bad.append(path)
     return bad
 

@@ -46,7 +46,10 @@ class _RefusedGlobal(pickle.UnpicklingError):
     """A pickle named a global outside the allow-list."""
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler: the C one grows its memo table to the largest index a pickle names, so one
+    corrupt byte in a memo index makes it allocate and clear gigabytes; this one keeps a dict."""
+
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in _SAFE_GLOBALS:
             raise _RefusedGlobal(f"refused to load {module}.{name}: ground truth holds data, not code")

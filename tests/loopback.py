@@ -1,13 +1,15 @@
 """A tiny HTTP server on 127.0.0.1 for download tests: byte ranges, If-Range, 404s and dropped connections.
 
 ``LoopbackServer.files`` maps URL paths to bytes; ``fail`` maps a path to an HTTP status to answer instead;
-``drop_after`` maps a path to a byte count after which the next response for it is cut once. ``sent`` counts
-the body bytes sent per path, so tests can show that a resumed download fetched no byte twice.
+``drop_after`` maps a path to a byte count after which the next response for it is cut once; ``pace`` maps a
+path to seconds to wait after each 64 KiB sent (a slow link, so a test can kill a download midway). ``sent``
+counts the body bytes sent per path, so tests can show that a resumed download fetched no byte twice.
 """
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -17,6 +19,7 @@ class LoopbackServer:
         self.files: dict[str, bytes] = {}
         self.fail: dict[str, int] = {}
         self.drop_after: dict[str, int] = {}
+        self.pace: dict[str, float] = {}
         self.sent: Counter[str] = Counter()
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -67,8 +70,14 @@ class LoopbackServer:
                 cut = server.drop_after.pop(path, None)
                 if cut is not None:
                     chunk = chunk[: max(cut - start, 0)]
-                self.wfile.write(chunk)
-                server.sent[path] += len(chunk)
+                piece = 1 << 16 if path in server.pace else max(len(chunk), 1)
+                for offset in range(0, len(chunk), piece):
+                    try:
+                        self.wfile.write(chunk[offset:offset + piece])
+                    except OSError:  # the client went away (a killed download)
+                        return
+                    server.sent[path] += len(chunk[offset:offset + piece])
+                    time.sleep(server.pace.get(path, 0.0))
                 if cut is not None:
                     self.close_connection = True
 

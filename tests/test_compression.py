@@ -134,7 +134,7 @@ def test_evaluate_with_compression_records_bytes_beside_the_uncompressed_result(
     results = tmp_path / "results"
     done = CliRunner().invoke(cli, ["evaluate", "--method", "netvlad", "--weights", str(tmp_path / "w.pt"),
                                     "--dataset", "synth_landmarks", "--root", str(embedded_root),
-                                    "--results", str(results), "--compress", "top8+pq4"])
+                                    "--results", str(results), "--compress", "top8+pq4", "--allow-dirty"])
     assert done.exit_code == 0, done.output
     path = results / "synth_landmarks" / "netvlad" / "resnet18.test+top8+pq4.json"
     result = load_result(path)

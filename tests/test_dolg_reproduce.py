@@ -47,7 +47,7 @@ def offline(monkeypatch):
 
 def test_offline_reproduce_stops_at_once_naming_what_and_how(tmp_path, offline):
     root = tmp_path / "data"
-    result = run("reproduce", "dolg", "--root", root, "--results", tmp_path / "results")
+    result = run("reproduce", "dolg", "--root", root, "--results", tmp_path / "results", "--allow-dirty")
     assert result.exit_code == 2
     message = result.output + result.stderr
     for expected in ("could not fetch", "nothing was downloaded or written",
@@ -59,7 +59,7 @@ def test_offline_reproduce_stops_at_once_naming_what_and_how(tmp_path, offline):
                      "--mirror URL_PREFIX", "already under the data root", "--weights PATH"):
         assert expected in message, expected
     assert not root.exists() and not (tmp_path / "results").exists()  # no partial files, not even folders
-    r1m = run("reproduce", "dolg", "--r1m", "--root", root)
+    r1m = run("reproduce", "dolg", "--r1m", "--root", root, "--allow-dirty")
     assert r1m.exit_code == 2 and "dataset revisitop1m: revisitop1m.txt, revisitop1m.1.tar.gz, " \
         "revisitop1m.2.tar.gz and 98 more" in r1m.output + r1m.stderr
 
@@ -150,7 +150,7 @@ def test_reproduce_end_to_end_with_weights_trained_here(embedded_root, tmp_path)
                   "--name", "resnet18.synth_landmarks", "--out", weights, "--root", embedded_root, "--device", "cpu")
     assert trained.exit_code == 0, trained.output
     result = run("reproduce", "dolg", "--weights", weights, "--dataset", "synth_landmarks", "--root", embedded_root,
-                 "--results", tmp_path / "results", "--device", "cpu", "--batch-size", 32)
+                 "--results", tmp_path / "results", "--device", "cpu", "--batch-size", 32, "--allow-dirty")
     assert result.exit_code == 0, result.output
     assert "synth_landmarks / dolg / resnet18.synth_landmarks (queries cropped): map_easy" in result.output
     saved = json.loads((tmp_path / "results" / "synth_landmarks" / "dolg" / "resnet18.synth_landmarks.json")

@@ -121,7 +121,8 @@ def test_cli_trains_saves_and_evaluates(embedded_root, tmp_path):
     assert [v["step"] for v in sidecar["origin"]["validation"]] == [2]  # the run ends within its first epoch
     assert sidecar["origin"]["selected_step"] == 2
     done = _cli("evaluate", "--method", "netvlad", "--weights", str(out), "--dataset", "synth_places",
-                "--dataset", "synth_landmarks", "--root", str(embedded_root), "--results", str(tmp_path / "res"))
+                "--dataset", "synth_landmarks", "--root", str(embedded_root), "--results", str(tmp_path / "res"),
+                "--allow-dirty")  # tests run on uncommitted trees too
     assert done.returncode == 0, done.stderr
     places = load_result(tmp_path / "res" / "synth_places" / "netvlad" / "resnet18.test.json")
     landmarks = load_result(tmp_path / "res" / "synth_landmarks" / "netvlad" / "resnet18.test.json")

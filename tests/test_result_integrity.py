@@ -1,0 +1,81 @@
+"""Results integrity: runs from a dirty tree are refused unless --allow-dirty (then noted in the result), and
+stale_provenance flags a result whose weights or ground truth no longer match what the plugins declare."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from click.testing import CliRunner
+
+from benchmarks import results
+from benchmarks.cli import cli
+from benchmarks.errors import InputError
+from benchmarks.results import (
+    DIRTY_NOTE,
+    RESULTS_DIR,
+    load_result,
+    record_dirty,
+    require_clean_tree,
+    stale_provenance,
+)
+from tests.test_results import make_result
+
+COMMITTED = sorted(RESULTS_DIR.glob("*/*/*.json"))
+
+
+@pytest.mark.parametrize(("state", "message"), [(("abc", True), "has uncommitted changes"),
+                                                (("unknown", True), "is not a git checkout")])
+def test_a_dirty_tree_is_refused_unless_allowed(monkeypatch, state, message):
+    monkeypatch.setattr(results, "git_state", lambda: state)
+    with pytest.raises(InputError, match=f"the suite {message}.*commit first, or pass --allow-dirty"):
+        require_clean_tree(allow_dirty=False)
+    require_clean_tree(allow_dirty=True)
+    monkeypatch.setattr(results, "git_state", lambda: ("abc", False))
+    require_clean_tree(allow_dirty=False)
+
+
+def test_the_result_of_an_allowed_dirty_run_says_so():
+    dirty = replace(make_result(), provenance=replace(make_result().provenance, git_dirty=True))
+    with pytest.raises(InputError, match="uncommitted changes when the run ended"):
+        record_dirty(dirty, allow_dirty=False)
+    noted = record_dirty(dirty, allow_dirty=True)
+    assert noted.notes == [DIRTY_NOTE] and record_dirty(noted, allow_dirty=True).notes == [DIRTY_NOTE]
+    clean = replace(make_result(), provenance=replace(make_result().provenance, git_dirty=False))
+    assert record_dirty(clean, allow_dirty=True) == clean
+
+
+def test_evaluate_refuses_a_dirty_tree_before_any_work(monkeypatch):
+    monkeypatch.setattr(results, "git_state", lambda: ("abc", True))
+    outcome = CliRunner().invoke(cli, ["evaluate", "--method", "no-such-method", "--weights", "x",
+                                       "--dataset", "synth_places"])
+    assert outcome.exit_code == 2 and "has uncommitted changes" in outcome.output  # not "unknown method"
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[str(p.relative_to(RESULTS_DIR)) for p in COMMITTED])
+def test_committed_results_match_their_plugins_and_data(path, embedded_root):
+    assert stale_provenance(load_result(path), embedded_root) == []
+
+
+def test_changed_ground_truth_weights_and_plugins_are_flagged(embedded_root, tmp_path):
+    committed = load_result(RESULTS_DIR / "synth_places" / "netvlad" / "resnet18.untrained.json")
+    moved = replace(committed, provenance=replace(committed.provenance, ground_truth_sha256="e" * 64))
+    [problem] = stale_provenance(moved, embedded_root)
+    assert problem.startswith(f"synth_places/netvlad/resnet18.untrained: ground truth sha256 {'e' * 64} differs "
+                              f"from the dataset's now ({committed.provenance.ground_truth_sha256})")
+    assert stale_provenance(moved, tmp_path) == []  # the dataset is not here: nothing to compare with
+
+    published = replace(committed, weights="vgg16.pitts30k",
+                        provenance=replace(committed.provenance, weights_sha256="c" * 64))
+    lock = tmp_path / "weights" / "netvlad" / "checksums.lock.json"
+    assert stale_provenance(published, tmp_path) == []  # no checksum declared or locked yet
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"Pitts30K_struct.mat": {"sha256": "d" * 64, "size": 1, "url": None}}))
+    assert stale_provenance(published, tmp_path) == [
+        f"synth_places/netvlad/vgg16.pitts30k: weights sha256 {'c' * 64} differs from the declared {'d' * 64}"]
+
+    assert stale_provenance(replace(committed, protocol="revisited")) == [
+        "synth_places/netvlad/resnet18.untrained: protocol 'revisited', the dataset now says 'recall'"]
+    assert stale_provenance(replace(committed, method="gone", dataset="vanished")) == [
+        "vanished/gone/resnet18.untrained: method 'gone' is not registered any more",
+        "vanished/gone/resnet18.untrained: dataset 'vanished' is not registered any more"]
