@@ -27,7 +27,8 @@ test: $(STAMP)
 DEMO_RESULTS ?= $(DEMO)/results
 NETVLAD_DEMO := --config backbone=resnet18 --config feature_index=3 --config drop_final_relu=false \
   --config num_clusters=16 --config whiten_dim=128 --set train_from= --set optimizer=adam --set lr=1e-4 \
-  --set cache_refresh=40 --set n_sampled_negatives=100 --set cluster_images=100
+  --set cache_refresh=40 --set n_sampled_negatives=100 --set cluster_images=100 --set n_negatives=3 \
+  --set frozen_batchnorm=true --val-split val
 NETVLAD_STEPS := 60
 MSCFP_DEMO := --config backbone=resnet18 --config subvector_dim=128 --config num_clusters=16 \
   --config whiten_dim=128 --set optimizer=adam --set lr=1e-4 --set mining_classes=20 --set mining_batch=240 \
