@@ -7,7 +7,7 @@ STAMP := $(VENV)/.requirements-installed
 DEMO := out/demo
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo methods-demo embedded-results test speed clean-venv
+.PHONY: demo methods-demo embedded-results test speed clean-venv tables check regression demo-tables
 
 $(STAMP): requirements.txt
 	@echo "== setting up $(VENV): the pinned requirements in one pip command (torch pinned exactly)"
@@ -45,6 +45,7 @@ demo: $(STAMP)
 	@$(MAKE) --no-print-directory methods-demo
 	@echo "== scoring speed: 70 queries x 1,001,001 ranked database images"
 	$(PY) -m benchmarks speed metrics --repeat 1
+	@$(MAKE) --no-print-directory demo-tables
 
 methods-demo: $(STAMP)
 	@mkdir -p $(DEMO)/weights
@@ -74,3 +75,32 @@ speed: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The demo's last step: the embedded comparison table of its runs (printed, and written with its LaTeX), the
+# Recall@N curves and mAP bars, and ranked-list galleries of the trained models, all in $(DEMO)/tables.
+demo-tables: $(STAMP)
+	@echo "== the embedded benchmarks: our runs side by side ($(DEMO)/tables)"
+	$(PY) -m benchmarks tables --results $(DEMO_RESULTS) --out $(DEMO)/tables --benchmark embedded --print
+	$(PY) -m benchmarks plot summary --results $(DEMO_RESULTS) --out $(DEMO)/tables
+	$(PY) -m benchmarks plot gallery --method mscfp --weights $(DEMO)/weights/mscfp-synth_landmarks.pt \
+	  --dataset synth_landmarks --queries 0,5,12 --out $(DEMO)/tables/gallery_synth_landmarks.png
+	$(PY) -m benchmarks plot gallery --method netvlad --weights $(DEMO)/weights/netvlad-synth_places.pt \
+	  --dataset synth_places --queries 0,1,2 --out $(DEMO)/tables/gallery_synth_places.png
+
+# Reported and reproduced numbers side by side (paper_tables/*.md, *.tex, numbers.csv) and the summary plots.
+tables: $(STAMP)
+	$(PY) -m benchmarks tables
+	$(PY) -m benchmarks plot summary
+
+# What CI holds the numbers to: reproduced within each reported entry's tolerance, committed tables fresh.
+check: $(STAMP)
+	$(PY) -m benchmarks check
+
+# Regression of our own numbers: every committed embedded result re-made from scratch (training included, as
+# `make embedded-results` made it) into $(REGRESSION_DIR), then held to results/ within
+# benchmarks.tables.REGRESSION_TOLERANCE points per metric.
+REGRESSION_DIR ?= out/regression
+regression: $(STAMP)
+	rm -rf $(REGRESSION_DIR)
+	@$(MAKE) --no-print-directory methods-demo DEMO=$(REGRESSION_DIR)
+	$(PY) -m benchmarks check --rerun $(REGRESSION_DIR)/results
