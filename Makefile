@@ -17,6 +17,8 @@ $(STAMP): requirements.txt
 
 test: $(STAMP)
 	$(PY) -m pytest
+	@$(MAKE) --no-print-directory check
+	@$(MAKE) --no-print-directory regression
 
 # The main job on the embedded benchmarks, offline, in a few minutes on a laptop CPU: the registered plugins;
 # the two benchmarks generated under the data root ($$BENCH_DATA, default ~/.cache/image-retrieval-benchmarks)

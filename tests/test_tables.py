@@ -121,7 +121,8 @@ def test_uncropped_revisited_queries_are_a_deviation():
 
 def test_cells_show_reported_marks_reproduced_notes_and_difference():
     sup = lambda m: f"^{m}"  # noqa: E731
-    assert tables.cell_text(tables.Cell(60.0, "quoted_by_third_party", 61.23, [1, 2]), sup) == "60.0^q / 61.2^1,2 (+1.2)"
+    cell = tables.Cell(60.0, "quoted_by_third_party", 61.23, [1, 2])
+    assert tables.cell_text(cell, sup) == "60.0^q / 61.2^1,2 (+1.2)"
     assert tables.cell_text(tables.Cell(35.0, "read_in_paper", 30.0), sup) == "35.0 / 30.0 (-5.0)"
     assert tables.cell_text(tables.Cell(35.0, "unverified"), sup) == "35.0^u"
     assert tables.cell_text(tables.Cell(None, "", 41.66), sup) == "41.7"
@@ -134,8 +135,9 @@ def test_paper_layout_rows_are_variants_columns_are_datasets_with_settings(toy):
     md = files["toy.md"]
     assert md.splitlines()[0] == tables.GENERATED_MD
     assert "| variant | oxford5k (crop) mAP | oxford5k (full) mAP |" in md
-    assert "| resnet50, 2048-D | 80.0 |  |" in md and "| resnet50, 2048-D [resnet50.ours] |  | 78.0 / 77.5<sup>1</sup> (-0.5) |" \
-        in md  # the crop and full entries share a row label; the reproduced one names its weights
+    # the crop and full entries share a row label; the reproduced one names its weights
+    assert "| resnet50, 2048-D | 80.0 |  |" in md
+    assert "| resnet50, 2048-D [resnet50.ours] |  | 78.0 / 77.5<sup>1</sup> (-0.5) |" in md
     assert "| backbone=resnet50 [resnet50.ours] | 60.0<sup>q</sup> / 61.2<sup>1,2</sup> (+1.2) | " \
            "35.0<sup>u</sup> / 34.0<sup>1,2</sup> (-1.0) |" in md
     assert "\n1: images at 512 px, not 1024.\n" in md and "\n2: 512-D descriptors, not the paper's 2048-D.\n" in md
