@@ -12,6 +12,7 @@ file order, fixed decimals, no dates.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,8 +157,9 @@ def long_frame(reported: Iterable[ReportedTable], results: Sequence[tuple[str, R
                         "variant": variant_text(entry.variant),
                         "dataset": entry.dataset, "protocol": entry.protocol, "metric": entry.metric,
                         "reported": entry.value, "tolerance": entry.tolerance, "confidence": entry.confidence}
-                found = [(i, path, result, r) for i, (path, result) in enumerate(results) if result.method ==
-                         paper.method for r in paper.reproductions if _reproduces(entry, r, result)]
+                found = [(i, path, result, reproduction) for i, (path, result) in enumerate(results)
+                         if result.method == paper.method and (reproduction := next(
+                             (r for r in paper.reproductions if _reproduces(entry, r, result)), None))]
                 for i, path, result, reproduction in found:
                     matched.add((i, entry.metric))
                     value = percent(result.metrics[entry.metric])
@@ -343,7 +345,7 @@ def paper_files(frame: pd.DataFrame, paper: ReportedTable) -> dict[str, str]:
     md = [GENERATED_MD, f"# {paper.method}: {cite}", "", intro, ""]
     tex = [GENERATED_TEX, f"% {paper.method}: {escape_tex(cite)}", f"% {escape_tex(intro)}"]
     for grid in paper_grids(frame, paper):
-        label = f"tab:{paper.method}:{grid.title.lower().replace(' ', '-')}"
+        label = f"tab:{paper.method}:{re.sub('[^a-z0-9]+', '-', grid.title.lower()).strip('-')}"
         grid.title = f"{paper.method}, {grid.title} (arXiv {paper.paper.arxiv})"
         md += [f"## {grid.title}", "", grid_markdown(grid)]
         tex.append(grid_latex(grid, label))
