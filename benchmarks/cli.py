@@ -479,8 +479,8 @@ def check_command(results_dir: Path | None, reported_dir: Path | None, tables_di
             moved = tables.regressions(results_dir or RESULTS_DIR, rerun, tolerance=tolerance)
             if len(moved):
                 failures += 1
-                click.echo(f"re-run of the embedded results: {len(moved)} metric(s) moved by more than "
-                           f"{tolerance:g} points or are missing:")
+                click.echo(f"re-run of the embedded results: {len(moved)} problem(s), metrics moved by more than "
+                           f"{tolerance:g} points or results not re-made:")
                 click.echo(moved.to_string(index=False))
             else:
                 click.echo(f"re-run of the embedded results: every metric within {tolerance:g} points")

@@ -443,7 +443,11 @@ def regressions(committed: Path, rerun: Path, datasets: Sequence[str] = EMBEDDED
         if result.dataset not in datasets:
             continue
         again = rerun / path
-        fresh = load_result(again).metrics if again.exists() else {}
+        if not again.exists():
+            rows.append({"result": path, "metric": "(not re-made)", "committed": math.nan, "rerun": math.nan,
+                         "difference": math.nan})
+            continue
+        fresh = load_result(again).metrics
         for metric, value in sorted(result.metrics.items()):
             new = percent(fresh[metric]) if metric in fresh else math.nan
             difference = new - percent(value)
