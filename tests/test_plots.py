@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.colors import to_rgba
 from PIL import Image
@@ -76,3 +77,16 @@ def test_pngs_are_byte_stable_and_carry_no_timestamp(tmp_path):
     bars = plots.map_figure("synth_landmarks", landmarks, frame)
     assert len(bars.axes[0].patches) == 3 * len(landmarks)
     assert Path(plots.save(bars, tmp_path / "m.png")).stat().st_size > 10_000
+
+
+def test_reported_recalls_are_drawn_as_crosses_beside_our_curve():
+    result = toy_result("pitts250k", "recall", {"recall@1": 0.25, "recall@5": 0.75},
+                        per_query={"first_hit": [1, 3, None, 2]})
+    frame = tables.long_frame([], [("pitts250k/toy/resnet50.ours.json", result)])
+    reported = frame.iloc[:2].assign(table="Table 1", row="vgg16, 4096-D", reported=[80.0, 90.0], weights="",
+                                     reproduced=float("nan"))
+    figure = plots.recall_figure("pitts250k", [result], pd.concat([frame, reported]))
+    ours, theirs = figure.axes[0].get_lines()
+    assert ours.get_ydata().tolist() == [25.0, 50.0, 75.0, 75.0, 75.0]
+    assert (theirs.get_marker(), theirs.get_xdata().tolist(), theirs.get_ydata().tolist()) == ("x", [1, 5], [80, 90])
+    assert theirs.get_label() == "toy Table 1: vgg16, 4096-D, reported"
