@@ -592,7 +592,8 @@ def plot_gallery(method: str, weights: str, dataset_name: str, chosen: str, top:
     if not all(0 <= q < len(found.loaded.query_paths) for q in indices):
         raise click.BadParameter(f"{dataset_name} has {len(found.loaded.query_paths)} queries (ids 0 to "
                                  f"{len(found.loaded.query_paths) - 1})", param_hint="--queries")
-    title = f"{method} {found.weights.name} on {dataset_name}: top {top} per query ({setting})"
+    scored = f" ({setting})" if spec.protocol == "revisited" else ""
+    title = f"{method} {found.weights.name} on {dataset_name}: top {top} per query{scored}"
     figure = plots.gallery_figure(found.loaded.db_paths, found.loaded.query_paths, found.loaded.ground_truth,
                                   found.db, found.queries, indices, found.queries_cropped, title, top, setting)
     click.echo(f"wrote {plots.save(figure, out)}")
