@@ -7,7 +7,7 @@ STAMP := $(VENV)/.requirements-installed
 DEMO := out/demo
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo methods-demo embedded-results test speed clean-venv speed-search reproduce-dolg
+.PHONY: demo methods-demo embedded-results test speed clean-venv speed-search reproduce-dolg tables check regression demo-tables
 
 $(STAMP): requirements.txt
 	@echo "== setting up $(VENV): the pinned requirements in one pip command (torch pinned exactly)"
@@ -17,6 +17,8 @@ $(STAMP): requirements.txt
 
 test: $(STAMP)
 	$(PY) -m pytest
+	@$(MAKE) --no-print-directory check
+	@$(MAKE) --no-print-directory regression
 
 # The main job on the embedded benchmarks, offline, in a few minutes on a laptop CPU: the registered plugins;
 # the two benchmarks generated under the data root ($$BENCH_DATA, default ~/.cache/image-retrieval-benchmarks)
@@ -53,6 +55,7 @@ demo: $(STAMP)
 	@$(MAKE) --no-print-directory methods-demo
 	@echo "== scoring speed: 70 queries x 1,001,001 ranked database images"
 	$(PY) -m benchmarks speed metrics --repeat 1
+	@$(MAKE) --no-print-directory demo-tables
 
 methods-demo: $(STAMP)
 	@mkdir -p $(DEMO)/weights
@@ -106,3 +109,32 @@ reproduce-dolg: $(STAMP)
 	$(PY) -m benchmarks reproduce dolg $(if $(filter 1 yes true,$(R1M)),--r1m --allow-insecure-http) $(REPRODUCE_ARGS)
 	@if $(PY) -m benchmarks tables --help >/dev/null 2>&1; then $(PY) -m benchmarks tables --paper dolg --print; \
 	else echo "== the comparison table needs the tables command, not in this checkout yet"; fi
+
+# The demo's last step: the embedded comparison table of its runs (printed, and written with its LaTeX), the
+# Recall@N curves and mAP bars, and ranked-list galleries of the trained models, all in $(DEMO)/tables.
+demo-tables: $(STAMP)
+	@echo "== the embedded benchmarks: our runs side by side ($(DEMO)/tables)"
+	$(PY) -m benchmarks tables --results $(DEMO_RESULTS) --out $(DEMO)/tables --benchmark embedded --print
+	$(PY) -m benchmarks plot summary --results $(DEMO_RESULTS) --out $(DEMO)/tables
+	$(PY) -m benchmarks plot gallery --method mscfp --weights $(DEMO)/weights/mscfp-synth_landmarks.pt \
+	  --dataset synth_landmarks --queries 0,5,12 --out $(DEMO)/tables/gallery_synth_landmarks.png
+	$(PY) -m benchmarks plot gallery --method netvlad --weights $(DEMO)/weights/netvlad-synth_places.pt \
+	  --dataset synth_places --queries 0,1,2 --out $(DEMO)/tables/gallery_synth_places.png
+
+# Reported and reproduced numbers side by side (paper_tables/*.md, *.tex, numbers.csv) and the summary plots.
+tables: $(STAMP)
+	$(PY) -m benchmarks tables
+	$(PY) -m benchmarks plot summary
+
+# What CI holds the numbers to: reproduced within each reported entry's tolerance, committed tables fresh.
+check: $(STAMP)
+	$(PY) -m benchmarks check
+
+# Regression of our own numbers: every committed embedded result re-made from scratch (training included, as
+# `make embedded-results` made it) into $(REGRESSION_DIR), then held to results/ within
+# benchmarks.tables.REGRESSION_TOLERANCE points per metric.
+REGRESSION_DIR ?= out/regression
+regression: $(STAMP)
+	rm -rf $(REGRESSION_DIR)
+	@$(MAKE) --no-print-directory methods-demo DEMO=$(REGRESSION_DIR) EVALUATE_FLAGS=--allow-dirty
+	$(PY) -m benchmarks check --rerun $(REGRESSION_DIR)/results

@@ -417,6 +417,217 @@ def speed_metrics(n_db: int, repeat: int, as_json: bool) -> None:
     env = figures["environment"]
     click.echo(f"(best of {repeat}; python {env['python']}, numpy {env['numpy']}, {env['platform']})")
 
+_RESULTS = click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Results to read (default: the repository's results/).")
+_REPORTED = click.option("--reported", "reported_dir", type=click.Path(file_okay=False, path_type=Path),
+                         default=None, help="Reported numbers (default: paper_tables/reported/).")
+
+
+def _numbers(results_dir: Path | None, reported_dir: Path | None) -> tuple[list[Any], list[Any]]:
+    from benchmarks.reported import REPORTED_DIR, load_all
+    from benchmarks.results import RESULTS_DIR
+    from benchmarks.tables import load_results
+
+    return load_all(reported_dir or REPORTED_DIR), load_results(results_dir or RESULTS_DIR)
+
+
+@cli.command("tables")
+@click.option("--paper", default=None, help="Only this method's paper tables (netvlad, dolg, ...).")
+@click.option("--benchmark", "benchmark_names", multiple=True,
+              help="Only this combined table (revisited, places, classic, embedded). Repeatable.")
+@click.option("--print", "show", is_flag=True, help="Also print the Markdown of the tables made.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the tables go (default: paper_tables/).")
+@_RESULTS
+@_REPORTED
+def tables_command(paper: str | None, benchmark_names: tuple[str, ...], show: bool, out: Path | None,
+                   results_dir: Path | None, reported_dir: Path | None) -> None:
+    """Reported and reproduced numbers side by side: per paper in its own layout, and per benchmark across methods
+    (Markdown and LaTeX, plus numbers.csv). Without --paper/--benchmark, stale generated files are removed."""
+    from benchmarks import tables
+
+    reported, results = _numbers(results_dir, reported_dir)
+    known = {b.name for b in tables.BENCHMARKS}
+    if paper is not None and paper not in {r.method for r in reported}:
+        raise click.BadParameter(f"no reported numbers for {paper!r}", param_hint="--paper")
+    if unknown := sorted(set(benchmark_names) - known):
+        raise click.BadParameter(f"{unknown} not among {sorted(known)}", param_hint="--benchmark")
+    everything = tables.generate(reported, results)
+    wanted = {f"{paper}.md", f"{paper}.tex"} | {f"benchmark_{n}.{e}" for n in benchmark_names for e in ("md", "tex")}
+    partial = paper is not None or bool(benchmark_names)
+    files = {name: text for name, text in everything.items() if name in wanted} if partial else everything
+    folder = out or tables.TABLES_DIR
+    for path in tables.write_files(folder, files, prune=not partial):
+        click.echo(f"{'wrote' if path.exists() else 'removed'} {path}", err=show)
+    if show:
+        for name in sorted(n for n in files if n.endswith(".md")):
+            click.echo(files[name].partition("\n")[2])
+
+
+@cli.command("check")
+@_RESULTS
+@_REPORTED
+@click.option("--tables", "tables_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Committed tables to compare with fresh ones (default: paper_tables/).")
+@click.option("--rerun", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Results of a fresh run of the embedded benchmarks (make regression): each committed embedded "
+                   "result must be there and agree within --regression-tolerance.")
+@click.option("--regression-tolerance", type=click.FloatRange(min=0), default=None,
+              help="Points per metric (default: benchmarks.tables.REGRESSION_TOLERANCE).")
+def check_command(results_dir: Path | None, reported_dir: Path | None, tables_dir: Path | None, rerun: Path | None,
+                  regression_tolerance: float | None) -> None:
+    """What CI runs on numbers: reproduced vs reported within each entry's tolerance, committed tables equal to
+    fresh ones, and (with --rerun) the committed embedded results re-made. Exit code 1 on any failure."""
+    import pandas as pd
+
+    from benchmarks import tables
+    from benchmarks.results import RESULTS_DIR
+
+    reported, results = _numbers(results_dir, reported_dir)
+    frame = tables.long_frame(reported, results)
+    failures = 0
+    missed = tables.out_of_tolerance(frame)
+    compared = int(frame[["reported", "reproduced"]].notna().all(axis=1).sum())
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.2f}".format):
+        if len(missed):
+            failures += 1
+            click.echo(f"{len(missed)} of {compared} reproduced numbers miss their reported value by more than the "
+                       "tolerance (points):")
+            click.echo(missed[["method", "table", "row", "weights", "dataset", "metric", "reported", "reproduced",
+                               "difference", "tolerance"]].to_string(index=False))
+        else:
+            click.echo(f"reported vs reproduced: {compared} numbers, all within tolerance")
+        stale = tables.stale_files(tables_dir or tables.TABLES_DIR, tables.generate(reported, results))
+        if stale:
+            failures += 1
+            click.echo(f"generated tables differ from the committed ones: {', '.join(stale)} "
+                       "(run `make tables` and commit)")
+        else:
+            click.echo("committed tables: up to date")
+        if rerun is not None:
+            tolerance = tables.REGRESSION_TOLERANCE if regression_tolerance is None else regression_tolerance
+            moved = tables.regressions(results_dir or RESULTS_DIR, rerun, tolerance=tolerance)
+            if len(moved):
+                failures += 1
+                click.echo(f"re-run of the embedded results: {len(moved)} problem(s), metrics moved by more than "
+                           f"{tolerance:g} points or results not re-made:")
+                click.echo(moved.to_string(index=False))
+            else:
+                click.echo(f"re-run of the embedded results: every metric within {tolerance:g} points")
+    if failures:
+        raise SystemExit(1)
+
+
+@cli.command("compare")
+@click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--setting", type=click.Choice(["easy", "medium", "hard"]), default="medium", show_default=True,
+              help="Revisited difficulty compared.")
+@click.option("--n", type=click.IntRange(min=1), default=1, show_default=True, help="The N of Recall@N (places).")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, help="Queries listed.")
+@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (points).")
+def compare_command(a: Path, b: Path, setting: str, n: int, top: int, resamples: int, seed: int,
+                    as_json: bool) -> None:
+    """B against A on the same queries: per-query differences, the mean difference with a bootstrap 95% CI, a
+    paired permutation test, and the queries that changed most."""
+    from benchmarks.compare import compare
+    from benchmarks.results import load_result
+
+    result_a, result_b = load_result(a), load_result(b)
+    c = compare(result_a, result_b, setting, n, resamples, seed, (str(a), str(b)))
+    changed = [{"query": int(c.queries[i]), "a": 100 * c.a[i], "b": 100 * c.b[i],
+                "difference": 100 * (c.b[i] - c.a[i])} for i in c.most_changed(top)]
+    summary = {"dataset": result_a.dataset, "measure": c.measure, "queries": len(c.queries),
+               "a": 100 * float(c.a.mean()), "b": 100 * float(c.b.mean()), "difference": c.difference,
+               "ci95": [c.ci_low, c.ci_high], "p_value": c.p_value, "resamples": c.resamples}
+    if as_json:
+        _print_json({**summary, "most_changed": changed})
+        return
+    click.echo(f"{result_a.dataset}, per-query {c.measure}, {len(c.queries)} queries")
+    click.echo(f"  A {result_a.method} {result_a.weights}: {summary['a']:.2f}   ({a})")
+    click.echo(f"  B {result_b.method} {result_b.weights}: {summary['b']:.2f}   ({b})")
+    click.echo(f"  B - A: {c.difference:+.2f} points, bootstrap 95% CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}], "
+               f"paired permutation test p = {c.p_value:.4f} ({resamples} resamples, seed {seed})")
+    if changed:
+        click.echo(f"queries that changed most:\n  {'query':>6} {'A':>7} {'B':>7} {'B - A':>8}")
+        for row in changed:
+            click.echo(f"  {row['query']:>6} {row['a']:7.2f} {row['b']:7.2f} {row['difference']:+8.2f}")
+
+
+@cli.group("plot")
+def plot() -> None:
+    """Figures as PNG: Recall@N curves and mAP bars per benchmark, ranked-list galleries."""
+
+
+@plot.command("summary")
+@_RESULTS
+@_REPORTED
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the PNGs (default: paper_tables/, next to the tables).")
+@click.option("--dataset", "dataset_names", multiple=True, help="Only these datasets. Repeatable.")
+def plot_summary(results_dir: Path | None, reported_dir: Path | None, out: Path | None,
+                 dataset_names: tuple[str, ...]) -> None:
+    """recall_<dataset>.png (Recall@N curves, methods overlaid) for place benchmarks and map_<dataset>.png (mAP
+    Easy / Medium / Hard bars) for revisited ones; reported numbers are drawn beside ours."""
+    from benchmarks import plots, tables
+
+    reported, results = _numbers(results_dir, reported_dir)
+    frame = tables.long_frame(reported, results)
+    by_dataset: dict[str, list[Any]] = {}
+    for _, result in results:
+        if not dataset_names or result.dataset in dataset_names:
+            by_dataset.setdefault(result.dataset, []).append(result)
+    folder = out or tables.TABLES_DIR
+    for name, runs in sorted(by_dataset.items()):
+        if runs[0].protocol == "recall":
+            path = plots.save(plots.recall_figure(name, runs, frame), folder / f"recall_{name}.png")
+        elif runs[0].protocol == "revisited":
+            path = plots.save(plots.map_figure(name, runs, frame), folder / f"map_{name}.png")
+        else:
+            continue
+        click.echo(f"wrote {path}")
+
+
+@plot.command("gallery")
+@click.option("--method", required=True)
+@click.option("--weights", required=True, help="A weights name of the method, or the path of a checkpoint.")
+@click.option("--dataset", "dataset_name", required=True)
+@click.option("--queries", "chosen", default="0,1,2", show_default=True,
+              help="Query ids: 0-based positions in the dataset's query list, as `compare` prints them.")
+@click.option("--top", type=click.IntRange(min=1, max=50), default=10, show_default=True)
+@click.option("--setting", type=click.Choice(["easy", "medium", "hard"]), default="medium", show_default=True,
+              help="Revisited difficulty that decides positive / junk frames.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
+@_ROOT
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
+def plot_gallery(method: str, weights: str, dataset_name: str, chosen: str, top: int, setting: str,
+                 out: Path, root: Path | None, device: str | None) -> None:
+    """Ranked lists: each chosen query and its top database images, framed green (positive), red (negative) or grey
+    (junk); descriptors are extracted afresh as `evaluate` does."""
+    from benchmarks import plots
+    from benchmarks.data_root import data_root
+    from benchmarks.evaluate import EvaluateOptions, extract_descriptors
+    from methods import load_plugins
+
+    try:
+        indices = [int(v) for v in chosen.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{chosen!r} is not a comma-separated list of query ids", param_hint="--queries") \
+            from None
+    spec = _dataset(dataset_name)
+    found = extract_descriptors(load_plugins().get(method), weights, spec,
+                                EvaluateOptions(data_root=data_root(root), device=_device(device)))
+    if not all(0 <= q < len(found.loaded.query_paths) for q in indices):
+        raise click.BadParameter(f"{dataset_name} has {len(found.loaded.query_paths)} queries (ids 0 to "
+                                 f"{len(found.loaded.query_paths) - 1})", param_hint="--queries")
+    scored = f" ({setting})" if spec.protocol == "revisited" else ""
+    title = f"{method} {found.weights.name} on {dataset_name}: top {top} per query{scored}"
+    figure = plots.gallery_figure(found.loaded.db_paths, found.loaded.query_paths, found.loaded.ground_truth,
+                                  found.db, found.queries, indices, found.queries_cropped, title, top, setting)
+    click.echo(f"wrote {plots.save(figure, out)}")
+
 
 @speed.command("search")
 @click.option("--n-db", type=click.IntRange(min=1), default=None, help="With --dim and --n-queries: one case of "

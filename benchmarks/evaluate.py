@@ -29,7 +29,7 @@ from datasets.base import (
     RevisitedGroundTruth,
 )
 from methods.base import RetrievalMethod
-from methods.weights import resolve_weights
+from methods.weights import LoadedWeights, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +47,41 @@ class EvaluateOptions:
     compression: str | None = None      # compact signatures, e.g. "pq32", "top256+pq64" (benchmarks.compression)
 
 
-def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options: EvaluateOptions) -> RunResult:
-    """Extract descriptors of the dataset's database and queries with the method, search, score."""
-    started = time.perf_counter()
-    compression = Compression.parse(options.compression) if options.compression else None
+@dataclass(frozen=True)
+class Descriptors:
+    """A dataset's split as a method sees it: database (n_db, D) and query (n_q, D) descriptors."""
+
+    loaded: LoadedDataset
+    weights: LoadedWeights
+    db: np.ndarray
+    queries: np.ndarray
+    queries_cropped: bool  # to their ground-truth boxes
+
+
+def extract_descriptors(method: type[RetrievalMethod], weights: str, dataset: Any,
+                        options: EvaluateOptions) -> Descriptors:
+    """Load the split and the weights, then extract database and query descriptors per the method's protocol."""
     loaded = dataset.load(options.data_root, options.split)
     resolved = resolve_weights(method, weights, options.data_root, options.acquire)
     model = resolved.model.to(options.device)
     protocol = model.protocol
     boxes = getattr(loaded.ground_truth, "query_boxes", None)
     crop = protocol.crop_queries if options.crop_queries is None else options.crop_queries
-    log.info("%s on %s: queries %s", method.name, dataset.name,
-             "cropped to their boxes" if crop and boxes is not None else "whole")
+    cropped = bool(crop and boxes is not None)
+    log.info("%s on %s: queries %s", method.name, dataset.name, "cropped to their boxes" if cropped else "whole")
     db = extract(model, loaded.db_paths, protocol, batch_size=options.batch_size, device=options.device)
     queries = extract(model, loaded.query_paths, protocol, boxes=boxes if crop else None,
                       batch_size=options.batch_size, device=options.device)
+    return Descriptors(loaded, resolved, db, queries, cropped)
+
+
+def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options: EvaluateOptions) -> RunResult:
+    """Extract descriptors of the dataset's database and queries with the method, search, score."""
+    started = time.perf_counter()
+    compression = Compression.parse(options.compression) if options.compression else None
+    found = extract_descriptors(method, weights, dataset, options)
+    loaded, resolved, db, queries = found.loaded, found.weights, found.db, found.queries
+    model, protocol = resolved.model, resolved.model.protocol
     metrics, per_query = _score(queries, prepare_search(db, compression), loaded.ground_truth)
     commit, dirty = git_state()
     device = torch.cuda.get_device_name() if options.device.startswith("cuda") else options.device
@@ -76,7 +96,7 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
     config = {"method": model.config.to_dict(), "split": dataset.split_name(options.split),
               "protocol": {"max_size": protocol.max_size, "scales": list(protocol.scales),
                            "mean": list(protocol.mean), "std": list(protocol.std),
-                           "queries_cropped": bool(crop and boxes is not None)},
+                           "queries_cropped": found.queries_cropped},
               "descriptor_dim": int(db.shape[1])}
     if compression is not None:
         config["compression"] = compression.describe(int(db.shape[1]))

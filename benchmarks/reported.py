@@ -1,6 +1,7 @@
 """Reported numbers as each paper prints them, from ``paper_tables/reported/<method>.yaml``: one entry per number
 (percent) with table, variant, dataset, protocol, metric key, exact source and confidence; ``not_read`` says what
-could not be read and why, ``notes`` keeps facts for reproduction. Bad files are refused naming entry and field."""
+could not be read and why, ``notes`` keeps facts for reproduction; ``reproductions`` say which of our weights
+reproduce which variant (see :class:`Reproduction`). Bad files are refused naming entry and field."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import yaml
 
 from benchmarks.errors import InputError
-from benchmarks.ids import NAME_PATTERN
+from benchmarks.ids import NAME_PATTERN, WEIGHTS_NAME_PATTERN
 from benchmarks.provenance import REPO_ROOT
 from benchmarks.results import _METRIC_KEY, PROTOCOLS
 
@@ -52,14 +53,30 @@ class ReportedEntry:
 
 
 @dataclass(frozen=True)
+class Reproduction:
+    """Our weights ``weights`` (a name as results record it) reproduce every entry whose variant holds all of
+    ``variant``'s key/value pairs; ``deviations`` name known differences from the paper's protocol (each becomes a
+    footnote on the reproduced numbers)."""
+
+    weights: str
+    variant: dict[str, str | int | float | bool]
+    deviations: tuple[str, ...] = ()
+
+    def covers(self, entry: ReportedEntry) -> bool:
+        return all(key in entry.variant and entry.variant[key] == value for key, value in self.variant.items())
+
+
+@dataclass(frozen=True)
 class ReportedTable:
-    """All the numbers one paper reports, with what could not be read and reproduction notes."""
+    """All the numbers one paper reports, with what could not be read, reproduction notes and the mapping from our
+    weights to the paper's variants."""
 
     method: str
     paper: Paper
     entries: tuple[ReportedEntry, ...]
     not_read: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    reproductions: tuple[Reproduction, ...] = ()
 
 
 def load_reported(path: str | Path) -> ReportedTable:
@@ -69,7 +86,7 @@ def load_reported(path: str | Path) -> ReportedTable:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise InputError(f"cannot read reported numbers ({error})", path) from None
-    _check_keys(data, ("method", "paper", "entries"), ("not_read", "notes"), "the file", path)
+    _check_keys(data, ("method", "paper", "entries"), ("not_read", "notes", "reproductions"), "the file", path)
     method, entries = data["method"], data["entries"]
     _require(isinstance(method, str) and bool(NAME_PATTERN.match(method)), "method must be a lowercase id", path)
     _require(method == path.stem, f"method {method!r} must equal the file name {path.stem!r}", path)
@@ -78,9 +95,13 @@ def load_reported(path: str | Path) -> ReportedTable:
     keys = [(e.table, tuple(sorted(e.variant.items())), e.dataset, e.protocol, e.metric) for e in parsed]
     for i, first in enumerate(keys.index(key) for key in keys):
         _require(first == i, f"entries[{i}] duplicates entry {first} (table, variant, dataset, protocol, metric)", path)
+    reproductions = data.get("reproductions", [])
+    _require(isinstance(reproductions, list), "reproductions must be a list", path)
     return ReportedTable(method=method, paper=_paper(data["paper"], path), entries=parsed,
                          not_read=_strings(data.get("not_read", []), "not_read", path),
-                         notes=_strings(data.get("notes", []), "notes", path))
+                         notes=_strings(data.get("notes", []), "notes", path),
+                         reproductions=tuple(_reproduction(item, f"reproductions[{i}]", parsed, path)
+                                             for i, item in enumerate(reproductions)))
 
 
 def load_all(directory: str | Path = REPORTED_DIR) -> list[ReportedTable]:
@@ -147,3 +168,16 @@ def _entry(data: Any, where: str, path: Path) -> ReportedEntry:
                          protocol=data["protocol"], metric=metric, value=float(value),
                          source=_text(data["source"], f"{where}.source", path), confidence=data["confidence"],
                          tolerance=float(tolerance), note=None if note is None else _text(note, f"{where}.note", path))
+
+
+def _reproduction(data: Any, where: str, entries: tuple[ReportedEntry, ...], path: Path) -> Reproduction:
+    _check_keys(data, ("weights", "variant"), ("deviations",), where, path)
+    weights, variant = data["weights"], data["variant"]
+    _require(isinstance(weights, str) and bool(WEIGHTS_NAME_PATTERN.match(weights)),
+             f"{where}.weights must be a weights name 'arch.tag'", path)
+    _require(isinstance(variant, dict) and bool(variant), f"{where}.variant must be a non-empty mapping", path)
+    reproduction = Reproduction(weights=weights, variant=dict(variant),
+                                deviations=_strings(data.get("deviations", []), f"{where}.deviations", path))
+    _require(any(reproduction.covers(entry) for entry in entries),
+             f"{where}.variant matches no entry's variant (its keys and values must appear in one)", path)
+    return reproduction

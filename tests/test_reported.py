@@ -105,6 +105,16 @@ def test_valid_file_round_trip(tmp_path):
     assert load_all(tmp_path) == [table] and load_all(tmp_path / "empty") == []
 
 
+def test_reproductions_map_our_weights_to_the_variants_they_cover(tmp_path):
+    second = {**ENTRY, "variant": {**ENTRY["variant"], "backbone": "alexnet"}}
+    reproduction = {"weights": "vgg16.ours", "variant": {"backbone": "vgg16", "dimension": 4096},
+                    "deviations": ["queries at 480 px"]}
+    table = load_reported(write(tmp_path, {**DOCUMENT, "entries": [ENTRY, second], "reproductions": [reproduction]}))
+    (parsed,) = table.reproductions
+    assert (parsed.weights, parsed.deviations) == ("vgg16.ours", ("queries at 480 px",))
+    assert [parsed.covers(entry) for entry in table.entries] == [True, False]
+
+
 def entry_with(**changes: Any) -> Callable[[dict[str, Any]], None]:
     def mutate(document: dict[str, Any]) -> None:
         document["entries"][0].update(changes)
@@ -147,6 +157,14 @@ INVALID: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "empty note line": (lambda d: d.update(notes=[""]), r"notes\[0\] must be a non-empty string"),
     "no entries": (lambda d: d.update(entries=[]), r"entries must be a non-empty list"),
     "entry not a mapping": (lambda d: d.update(entries=["84.1"]), r"entries\[0\] must be a mapping"),
+    "reproduction of no entry": (lambda d: d.update(reproductions=[{"weights": "vgg16.ours", "variant": {
+        "backbone": "alexnet"}}]), r"reproductions\[0\]\.variant matches no entry's variant"),
+    "reproduction weights not arch.tag": (lambda d: d.update(reproductions=[{"weights": "vgg16", "variant": {
+        "backbone": "vgg16"}}]), r"reproductions\[0\]\.weights must be a weights name"),
+    "reproduction without variant": (lambda d: d.update(reproductions=[{"weights": "vgg16.ours", "variant": {}}]),
+                                     r"reproductions\[0\]\.variant must be a non-empty mapping"),
+    "reproductions not a list": (lambda d: d.update(reproductions={"weights": "vgg16.ours"}),
+                                 r"reproductions must be a list"),
 }
 
 

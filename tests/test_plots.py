@@ -1,0 +1,92 @@
+"""Figures: Recall@N curves from per-query first hits, frame colours of ranked-list galleries, byte-stable PNGs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_rgba
+from PIL import Image
+
+from benchmarks import plots, tables
+from benchmarks.reported import load_all
+from benchmarks.results import RESULTS_DIR
+from datasets.base import PlaceGroundTruth, RevisitedGroundTruth
+from tests.test_tables import toy_result
+
+
+def test_recall_curve_counts_first_hits_up_to_each_n():
+    result = toy_result("pitts30k", "recall", {"recall@1": 0.25, "recall@5": 0.75},
+                        per_query={"first_hit": [1, 3, None, 2]})
+    ns, recall = plots.recall_curve(result)
+    assert ns.tolist() == [1, 2, 3, 4, 5] and recall.tolist() == [25.0, 50.0, 75.0, 75.0, 75.0]
+
+
+def test_committed_curves_end_where_their_metrics_say():
+    for path, result in tables.load_results(RESULTS_DIR):
+        if result.protocol == "recall":
+            ns, recall = plots.recall_curve(result)
+            for n in (1, 5, 10, 20):
+                assert recall[n - 1] == pytest.approx(100 * result.metrics[f"recall@{n}"]), path
+
+
+REVISITED = RevisitedGroundTruth(n_db=5, easy=[[0], [3]], hard=[[1], []], junk=[[2], []])
+
+
+@pytest.mark.parametrize(("setting", "kinds"), [
+    ("medium", ["positive", "positive", "junk", "negative", "negative"]),
+    ("easy", ["positive", "junk", "junk", "negative", "negative"]),
+    ("hard", ["junk", "positive", "junk", "negative", "negative"]),
+])
+def test_frames_follow_the_revisited_setting(setting, kinds):
+    assert plots.frame_kinds(REVISITED, 0, np.arange(5), setting) == kinds
+
+
+def test_place_frames_are_positive_within_the_threshold():
+    gt = PlaceGroundTruth(utm_db=np.array([[0.0, 0.0], [0.0, 25.0], [0.0, 25.5]]), utm_queries=np.array([[0.0, 0.0]]))
+    assert plots.frame_kinds(gt, 0, np.array([2, 1, 0])) == ["negative", "positive", "positive"]
+
+
+def test_gallery_shows_each_query_then_its_ranked_list_framed(tmp_path):
+    paths = []
+    for i, colour in enumerate(["red", "green", "blue", "yellow", "white", "black", "grey"]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (16, 12), colour).save(paths[-1])
+    db = np.eye(5, dtype=np.float32)
+    queries = np.array([[1.0, 0.9, 0.8, 0.7, 0.0], [0.0, 0.0, 0.0, 1.0, 0.5]], dtype=np.float32)
+    figure = plots.gallery_figure(paths[:5], paths[5:], REVISITED, db, queries, [1, 0], cropped=False, title="t",
+                                  top=4)
+    axes = figure.axes
+    assert len(axes) == 2 * 5 and [a.get_title() for a in axes[:5]] == ["query 1", "#1", "#2", "#3", "#4"]
+    colour = {kind: to_rgba(c) for kind, c in plots.FRAME_COLOURS.items()}
+    frames = [a.spines["top"].get_edgecolor() for a in axes]
+    assert frames[1:5] == [colour["positive"], colour["negative"], colour["negative"], colour["negative"]]  # 3, 4, 0, 1
+    assert frames[6:10] == [colour["positive"], colour["positive"], colour["junk"], colour["negative"]]  # 0, 1, 2, 3
+    shown = axes[6].get_images()[0].get_array()
+    assert tuple(shown[0, 0]) == (255, 0, 0)  # query 0's first image is database image 0 (red)
+
+
+def test_pngs_are_byte_stable_and_carry_no_timestamp(tmp_path):
+    results = [r for _, r in tables.load_results(RESULTS_DIR) if r.dataset == "synth_places"]
+    frame = tables.long_frame(load_all(), tables.load_results(RESULTS_DIR))
+    first = plots.save(plots.recall_figure("synth_places", results, frame), tmp_path / "a.png").read_bytes()
+    second = plots.save(plots.recall_figure("synth_places", results, frame), tmp_path / "b.png").read_bytes()
+    assert first == second and first.startswith(b"\x89PNG") and b"Software" not in first
+    landmarks = [r for _, r in tables.load_results(RESULTS_DIR) if r.dataset == "synth_landmarks"]
+    bars = plots.map_figure("synth_landmarks", landmarks, frame)
+    assert len(bars.axes[0].patches) == 3 * len(landmarks)
+    assert Path(plots.save(bars, tmp_path / "m.png")).stat().st_size > 10_000
+
+
+def test_reported_recalls_are_drawn_as_crosses_beside_our_curve():
+    result = toy_result("pitts250k", "recall", {"recall@1": 0.25, "recall@5": 0.75},
+                        per_query={"first_hit": [1, 3, None, 2]})
+    frame = tables.long_frame([], [("pitts250k/toy/resnet50.ours.json", result)])
+    reported = frame.iloc[:2].assign(table="Table 1", row="vgg16, 4096-D", reported=[80.0, 90.0], weights="",
+                                     reproduced=float("nan"))
+    figure = plots.recall_figure("pitts250k", [result], pd.concat([frame, reported]))
+    ours, theirs = figure.axes[0].get_lines()
+    assert ours.get_ydata().tolist() == [25.0, 50.0, 75.0, 75.0, 75.0]
+    assert (theirs.get_marker(), theirs.get_xdata().tolist(), theirs.get_ydata().tolist()) == ("x", [1, 5], [80, 90])
+    assert theirs.get_label() == "toy Table 1: vgg16, 4096-D, reported"
