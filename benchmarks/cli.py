@@ -343,21 +343,40 @@ def train_command(method: str, dataset: str, split: str, steps: int, seed: int, 
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL_PREFIX", help="Tried first for weights files.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
+@click.option("--no-cache", is_flag=True, help="Extract in memory, without the descriptor cache under the data root.")
+@click.option("--cache-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Storage of cached descriptors (float16 halves the cache; recorded in the result).")
+@click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="An unreadable image stops the run (fail) or is left out and recorded in the result (skip).")
 def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split: str | None,
                      crop_queries: bool | None, results_dir: Path | None, root: Path | None,
-                     mirrors: tuple[str, ...], batch_size: int, device: str | None) -> None:
-    """Extract, search and score; writes results/<dataset>/<method>/<weights>.json with provenance."""
+                     mirrors: tuple[str, ...], batch_size: int, device: str | None, no_cache: bool,
+                     cache_dtype: str, on_bad_image: str) -> None:
+    """Extract, search and score; writes results/<dataset>/<method>/<weights>.json with provenance.
+
+    Under torchrun each process extracts a share of the images into the cache and rank 0 writes the result.
+    """
+    import os
+
     from benchmarks.data_root import data_root
     from benchmarks.evaluate import EvaluateOptions, evaluate
     from benchmarks.results import RESULTS_DIR, write_result
     from datasets.acquire import AcquireOptions
     from methods import load_plugins
+    from methods.train import init_distributed
 
     cls = load_plugins().get(method)
+    rank, world = init_distributed()
+    chosen = _device(device)
+    if chosen == "cuda" and world > 1:  # one GPU per process
+        chosen = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     options = EvaluateOptions(data_root=data_root(root), split=split, crop_queries=crop_queries,
-                              batch_size=batch_size, device=_device(device), acquire=AcquireOptions(mirrors=mirrors))
+                              batch_size=batch_size, device=chosen, acquire=AcquireOptions(mirrors=mirrors),
+                              cache=not no_cache, cache_dtype=cache_dtype, on_bad_image=on_bad_image)
     for name in datasets:
         result = evaluate(cls, weights, _dataset(name), options)
+        if rank != 0:
+            continue
         path = write_result(result, results_dir or RESULTS_DIR)
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if not k.startswith("mp@"))
         click.echo(f"{name} / {method} / {result.weights}: {shown}  -> {path}")

@@ -6,6 +6,7 @@ import logging
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.extract import extract
+from benchmarks.cache import DescriptorCache, cache_key, extract_cached
+from benchmarks.extract import Extracted, ExtractOptions
 from benchmarks.metrics import oxford_scores, recall_at_n, revisited_scores
 from benchmarks.provenance import environment, git_state
 from benchmarks.results import Provenance, RunResult, metrics_of
@@ -43,6 +45,9 @@ class EvaluateOptions:
     batch_size: int = 16
     device: str = "cpu"
     acquire: AcquireOptions = AcquireOptions()
+    cache: bool = True                  # descriptors under <data_root>/cache/descriptors (resumable, shared)
+    cache_dtype: str = "float32"        # "float16" halves the cache (and rounds the descriptors; recorded)
+    on_bad_image: str = "fail"          # "skip": unreadable images are left out and recorded in the result
 
 
 def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options: EvaluateOptions) -> RunResult:
@@ -56,10 +61,19 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
     crop = protocol.crop_queries if options.crop_queries is None else options.crop_queries
     log.info("%s on %s: queries %s", method.name, dataset.name,
              "cropped to their boxes" if crop and boxes is not None else "whole")
-    db = extract(model, loaded.db_paths, protocol, batch_size=options.batch_size, device=options.device)
-    queries = extract(model, loaded.query_paths, protocol, boxes=boxes if crop else None,
-                      batch_size=options.batch_size, device=options.device)
-    metrics, per_query = _score(queries, db, loaded.ground_truth)
+    extraction = ExtractOptions(batch_size=options.batch_size, device=options.device,
+                                on_bad_image=options.on_bad_image, label=f"{method.name} weights {resolved.name}")
+
+    def descriptors_of(paths: tuple[Path, ...], crop_boxes: np.ndarray | None) -> Extracted:
+        cache = DescriptorCache.under(options.data_root, cache_key(
+            method.name, model.config.to_dict(), resolved.sha256, protocol, paths, crop_boxes, options.data_root,
+            options.device, options.cache_dtype)) if options.cache else None
+        return extract_cached(model, paths, protocol, crop_boxes, extraction, cache)
+
+    db_extracted = descriptors_of(loaded.db_paths, None)
+    queries_extracted = descriptors_of(loaded.query_paths, boxes if crop else None)
+    db, queries = (np.asarray(e.descriptors, dtype=np.float32) for e in (db_extracted, queries_extracted))
+    metrics, per_query = _score(queries, db, loaded.ground_truth, db_extracted.skipped)
     commit, dirty = git_state()
     device = torch.cuda.get_device_name() if options.device.startswith("cuda") else options.device
     provenance = Provenance(
@@ -75,16 +89,47 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
                            "mean": list(protocol.mean), "std": list(protocol.std),
                            "queries_cropped": bool(crop and boxes is not None)},
               "descriptor_dim": int(db.shape[1])}
+    if options.cache and options.cache_dtype != "float32":
+        config["descriptor_storage"] = options.cache_dtype
+    notes = _skipped_images(config, options.data_root, (loaded.db_paths, db_extracted), (loaded.query_paths,
+                                                                                           queries_extracted))
     return RunResult(method=method.name, weights=resolved.name, dataset=dataset.name, protocol=str(dataset.protocol),
-                     config=config, metrics=metrics, per_query=per_query, provenance=provenance)
+                     config=config, metrics=metrics, per_query=per_query, provenance=provenance, notes=notes)
 
 
-def _score(queries: np.ndarray, db: np.ndarray, gt: GroundTruth) -> tuple[dict[str, float], dict[str, Any]]:
+def _skipped_images(config: dict[str, Any], data_root: Path, db: tuple[tuple[Path, ...], Extracted],
+                    queries: tuple[tuple[Path, ...], Extracted]) -> list[str]:
+    """Record images left out by ``--on-bad-image skip`` in ``config["skipped_images"]``; the result's note."""
+    skipped = {part: [str(paths[i].relative_to(data_root) if paths[i].is_relative_to(data_root) else paths[i])
+                      for i in extracted.skipped] for part, (paths, extracted) in (("database", db), ("queries", queries))}
+    if not any(skipped.values()):
+        return []
+    config["skipped_images"] = skipped
+    return [f"{len(skipped['database'])} database and {len(skipped['queries'])} query image(s) could not be read "
+            "and were left out (--on-bad-image skip): skipped database images rank last for every query; a skipped "
+            "query has a zero descriptor (its ranking is the database in index order)"]
+
+
+def _search_without(search: Any, queries: np.ndarray, db: np.ndarray, skipped: Sequence[int], *args: Any
+                    ) -> np.ndarray:
+    """``search(queries, db, *args)`` over the database images that were read: skipped ones never enter a top-k
+    and close every full ranking (in index order), so ground-truth ids keep their meaning."""
+    if not skipped:
+        return search(queries, db, *args)
+    kept = np.setdiff1d(np.arange(db.shape[0]), skipped)
+    ids = kept[search(queries, db[kept], *args)]
+    if ids.shape[1] < len(kept):
+        return ids
+    return np.hstack([ids, np.broadcast_to(np.asarray(skipped, dtype=np.int64), (ids.shape[0], len(skipped)))])
+
+
+def _score(queries: np.ndarray, db: np.ndarray, gt: GroundTruth, skipped_db: Sequence[int] = ()
+           ) -> tuple[dict[str, float], dict[str, Any]]:
     if isinstance(gt, PlaceGroundTruth):
         depth = RECALL_NS[-1] * (gt.panorama_size or 1)
-        top = top_k_by_inner_product(queries, db, depth)
+        top = _search_without(top_k_by_inner_product, queries, db, skipped_db, depth)
         return metrics_of(recall_at_n(top, gt.utm_queries, gt.utm_db, gt.threshold, RECALL_NS, gt.panorama_size))
-    ranks = rank_by_inner_product(queries, db)
+    ranks = _search_without(rank_by_inner_product, queries, db, skipped_db)
     if isinstance(gt, RevisitedGroundTruth):
         return metrics_of(revisited_scores(ranks, gt.easy, gt.hard, gt.junk, gt.n_db))
     if isinstance(gt, OxfordGroundTruth):
