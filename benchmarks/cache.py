@@ -35,6 +35,7 @@ import numpy as np
 import torch.distributed as dist
 
 from benchmarks.atomic import atomic_write_bytes, atomic_write_text
+from benchmarks.data_root import name_under
 from benchmarks.errors import InputError
 from benchmarks.extract import (
     SKIP_HINT,
@@ -59,9 +60,8 @@ def images_sha256(paths: Sequence[Path], boxes: np.ndarray | None, data_root: Pa
     """Digest of the ordered image list: names relative to ``data_root``, sizes in bytes, crop boxes."""
     digest = hashlib.sha256()
     for i, path in enumerate(paths):
-        name = path.relative_to(data_root) if path.is_relative_to(data_root) else path
         box = "" if boxes is None else ",".join(repr(float(v)) for v in boxes[i])
-        digest.update(f"{name}\t{path.stat().st_size}\t{box}\n".encode())
+        digest.update(f"{name_under(path, data_root)}\t{path.stat().st_size}\t{box}\n".encode())
     return digest.hexdigest()
 
 

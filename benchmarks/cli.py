@@ -407,5 +407,48 @@ def speed_metrics(n_db: int, repeat: int, as_json: bool) -> None:
     click.echo(f"(best of {repeat}; python {env['python']}, numpy {env['numpy']}, {env['platform']})")
 
 
+@speed.command("extract")
+@click.option("--method", default="netvlad", show_default=True,
+              help="A registered method, with random weights (netvlad: on a ResNet-18 trunk).")
+@click.option("--config", "config_pairs", multiple=True, metavar="FIELD=VALUE",
+              help="Override a field of the method's Config (netvlad starts from a ResNet-18 trunk). Repeatable.")
+@_ROOT
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Best of this many runs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers (default: cores - 1).")
+@click.option("--device", default=None, help="cpu, cuda (default: cuda when present).")
+@click.option("--images", "limit", type=click.IntRange(min=1), default=None, help="Only the first N images.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def speed_extract(method: str, config_pairs: tuple[str, ...], root: Path | None, repeat: int, batch_size: int,
+                  workers: int | None, device: str | None, limit: int | None, as_json: bool) -> None:
+    """Extraction pipeline vs the model's pure forward vs a one-image-at-a-time loop, on the embedded images."""
+    from benchmarks.speed.extract import NETVLAD_RESNET18
+    from benchmarks.speed.extract import run as run_extract
+    from methods import load_plugins
+    from methods.base import parse_overrides
+
+    cls = load_plugins().get(method)
+    try:
+        overrides = parse_overrides(cls.config_class, config_pairs)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    config = {**(NETVLAD_RESNET18 if method == "netvlad" else {}), **overrides}
+    figures = run_extract(method, config, root, repeat, batch_size, -1 if workers is None else workers,
+                          _device(device), limit)
+    if as_json:
+        _print_json(figures)
+        return
+    rates = figures["images_per_s"]
+    click.echo(f"{method} on {figures['n_images']} embedded images ({', '.join(figures['image_sizes'])}), "
+               f"batch {figures['batch_size']}, {figures['num_workers']} worker(s), {figures['device']}:")
+    for name in ("forward", "pipeline", "one_by_one"):
+        click.echo(f"  {name:<11} {rates[name]:8.1f} images/s")
+    click.echo(f"pipeline / forward: {figures['pipeline_over_forward']:.3f}; one by one / forward: "
+               f"{figures['one_by_one_over_forward']:.3f}")
+    env = figures["environment"]
+    click.echo(f"(best of {repeat}; python {env['python']}, torch {env['torch']}, {env['cpu_count']} cores, "
+               f"{env['torch_threads']} torch threads, {env['platform']})")
+
+
 def main() -> None:
     cli(prog_name="python -m benchmarks")

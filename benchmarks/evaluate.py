@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from benchmarks.cache import DescriptorCache, cache_key, extract_cached
+from benchmarks.data_root import name_under
 from benchmarks.extract import Extracted, ExtractOptions
 from benchmarks.metrics import oxford_scores, recall_at_n, revisited_scores
 from benchmarks.provenance import environment, git_state
@@ -100,8 +101,8 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
 def _skipped_images(config: dict[str, Any], data_root: Path, db: tuple[tuple[Path, ...], Extracted],
                     queries: tuple[tuple[Path, ...], Extracted]) -> list[str]:
     """Record images left out by ``--on-bad-image skip`` in ``config["skipped_images"]``; the result's note."""
-    skipped = {part: [str(paths[i].relative_to(data_root) if paths[i].is_relative_to(data_root) else paths[i])
-                      for i in extracted.skipped] for part, (paths, extracted) in (("database", db), ("queries", queries))}
+    skipped = {part: [name_under(paths[i], data_root) for i in extracted.skipped]
+               for part, (paths, extracted) in (("database", db), ("queries", queries))}
     if not any(skipped.values()):
         return []
     config["skipped_images"] = skipped

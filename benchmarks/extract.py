@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
 BAD_IMAGE_CHOICES = ("fail", "skip")
+HEADER_WORKERS_FROM = 4096  # images; fewer headers are read in the main process (see output_sizes)
 SKIP_HINT = "rerun with --on-bad-image skip to leave such images out (recorded in the result)"
 
 
@@ -89,10 +90,14 @@ class _Headers(Dataset):
 
 def output_sizes(paths: Sequence[Path], protocol: ExtractionProtocol, boxes: np.ndarray | None = None,
                  num_workers: int = 0) -> np.ndarray:
-    """(N, 2) int64 (width, height) of each image after crop and downscale; -1 where the header is unreadable."""
+    """(N, 2) int64 (width, height) of each image after crop and downscale; -1 where the header is unreadable.
+
+    A header read takes tens of microseconds and starting a worker about a tenth of a second: workers read
+    the headers of large lists only."""
     if not paths:
         return np.empty((0, 2), dtype=np.int64)
-    loader = DataLoader(_Headers(paths, protocol, boxes), batch_size=256, num_workers=num_workers,
+    workers = num_workers if len(paths) >= HEADER_WORKERS_FROM else 0
+    loader = DataLoader(_Headers(paths, protocol, boxes), batch_size=256, num_workers=workers,
                         collate_fn=_size_array)
     return np.concatenate(list(loader))
 
@@ -203,24 +208,27 @@ def run_batches(embed: Embed, paths: Sequence[Path], protocol: ExtractionProtoco
     model and images when a descriptor holds NaN or infinite values.
     """
     device = torch.device(options.device)
-    cuda = device.type == "cuda"
-    if cuda and isinstance(embed, torch.nn.Module):
-        embed.to(memory_format=torch.channels_last)
+    if device.type == "cuda" and isinstance(embed, torch.nn.Module):
+        embed.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
     loader = DataLoader(_Images(paths, protocol, boxes), batch_sampler=batches, num_workers=options.workers,
-                        collate_fn=_collate, pin_memory=cuda)
+                        collate_fn=_collate, pin_memory=device.type == "cuda")
+    for rows, images, bad in loader:
+        if bad and options.on_bad_image == "fail":
+            raise InputError(f"cannot read image ({bad[0][1]}); {SKIP_HINT}", paths[bad[0][0]])
+        out = embed_batch(embed, images, protocol.scales, device) if len(rows) else np.empty((0, 0), np.float32)
+        _check_finite(out, rows.numpy(), paths, options.label)
+        yield Batch(rows.numpy(), out, tuple(bad))
+
+
+def embed_batch(embed: Embed, images: torch.Tensor, scales: Sequence[float], device: torch.device) -> np.ndarray:
+    """(B, 3, H, W) on the CPU (pinned for CUDA) -> (B, D) float32 numpy: moved to ``device`` (channels_last and
+    bfloat16 autocast on CUDA; plain fp32 on CPU, for the simple loop's numbers) and embedded at ``scales``."""
+    cuda = device.type == "cuda"
+    images = images.to(device, non_blocking=True)
+    if cuda:
+        images = images.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-        for rows, images, bad in loader:
-            if bad and options.on_bad_image == "fail":
-                raise InputError(f"cannot read image ({bad[0][1]}); {SKIP_HINT}", paths[bad[0][0]])
-            if len(rows):
-                images = images.to(device, non_blocking=True)
-                if cuda:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                out = embed_at_scales(embed, images, protocol.scales).float().cpu().numpy()
-                _check_finite(out, rows.numpy(), paths, options.label)
-            else:
-                out = np.empty((0, 0), dtype=np.float32)
-            yield Batch(rows.numpy(), out, tuple(bad))
+        return embed_at_scales(embed, images, scales).float().cpu().numpy()
 
 
 def _check_finite(descriptors: np.ndarray, rows: np.ndarray, paths: Sequence[Path], label: str) -> None:

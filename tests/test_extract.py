@@ -2,12 +2,16 @@
 images and non-finite descriptors are detected and named."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
+from benchmarks import extract as extract_module
+from benchmarks.cli import cli
 from benchmarks.errors import InputError
 from benchmarks.extract import (
     ExtractOptions,
@@ -38,8 +42,9 @@ def test_batches_group_equal_sizes_in_first_seen_order() -> None:
     assert batches_by_size(sizes, 8, np.array([], dtype=np.int64)) == []
 
 
-def test_output_sizes_read_headers_in_workers(images: list[Path]) -> None:
+def test_output_sizes_read_headers_in_workers(images: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     expected = [tuple(load_image(p, PROTOCOL).shape[:0:-1]) for p in images]  # (W, H)
+    monkeypatch.setattr(extract_module, "HEADER_WORKERS_FROM", 1)
     for workers in (0, 1):
         assert [tuple(s) for s in output_sizes(images, PROTOCOL, num_workers=workers)] == expected
     assert {tuple(s) for s in expected} == {(40, 30), (30, 40), (48, 36), (48, 48)}  # 64x48 downscaled to 48
@@ -104,3 +109,16 @@ def test_non_finite_descriptors_name_the_model_and_image(images: list[Path], mod
 def test_options_refuse_an_unknown_bad_image_policy() -> None:
     with pytest.raises(ValueError, match="on_bad_image"):
         ExtractOptions(on_bad_image="ignore")
+
+
+@pytest.mark.slow
+def test_speed_extract_reports_the_three_rates(embedded_root: Path) -> None:
+    args = ["speed", "extract", "--root", str(embedded_root), "--images", "6", "--repeat", "1", "--workers", "0",
+            "--config", "feature_index=1", "--config", "num_clusters=2", "--json"]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 0, done.output
+    figures = json.loads(done.output)
+    assert figures["n_images"] == 6 and figures["image_sizes"] == ["128x96"] and figures["num_workers"] == 0
+    assert set(figures["images_per_s"]) == {"forward", "pipeline", "one_by_one"}
+    assert figures["pipeline_over_forward"] > 0
+    assert {"torch", "cpu_count", "torch_threads"} <= figures["environment"].keys()

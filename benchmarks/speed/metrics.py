@@ -7,23 +7,12 @@ scoring does not depend on their quality).
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from benchmarks.metrics import recall_at_n, revisited_scores
-from benchmarks.provenance import environment
-
-
-def _best_of(repeat: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from benchmarks.speed import best_of, machine
 
 
 def revisited_case(n_db: int, n_queries: int, seed: int = 0):
@@ -37,7 +26,7 @@ def revisited_case(n_db: int, n_queries: int, seed: int = 0):
 
 def _time_revisited(n_db: int, n_queries: int, repeat: int) -> float:
     ranks, easy, hard, junk = revisited_case(n_db, n_queries)
-    return _best_of(repeat, lambda: revisited_scores(ranks, easy, hard, junk, n_db))
+    return best_of(repeat, lambda: revisited_scores(ranks, easy, hard, junk, n_db))
 
 
 def run(n_db: int = 1_001_001, n_queries: int = 70, repeat: int = 3) -> dict[str, Any]:
@@ -47,11 +36,11 @@ def run(n_db: int = 1_001_001, n_queries: int = 70, repeat: int = 3) -> dict[str
     utm_db = rng.uniform(0, 5000, size=(83_952, 2))
     utm_q = rng.uniform(0, 5000, size=(8280, 2))
     predictions = np.stack([rng.choice(83_952, size=100, replace=False) for _ in range(8280)])
-    recall_s = _best_of(repeat, lambda: recall_at_n(predictions, utm_q, utm_db, 25.0, ns=(1, 5, 10, 20, 100)))
+    recall_s = best_of(repeat, lambda: recall_at_n(predictions, utm_q, utm_db, 25.0, ns=(1, 5, 10, 20, 100)))
     return {
         "benchmark": "metrics",
         "revisited": {"n_queries": n_queries, "n_db": n_db, "ranking_depth": n_db, "seconds": round(revisited_s, 3)},
         "recall": {"n_queries": 8280, "n_db": 83_952, "k": 100, "seconds": round(recall_s, 3)},
         "repeat": repeat,
-        "environment": environment(),
+        "environment": machine(),
     }
