@@ -71,6 +71,7 @@ embedded-results:
 
 speed: $(STAMP)
 	$(PY) -m benchmarks speed metrics --json
+	$(PY) -m benchmarks speed extract --json
 
 clean-venv:
 	rm -rf $(VENV)

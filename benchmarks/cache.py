@@ -111,7 +111,11 @@ class DescriptorCache:
     def __init__(self, directory: Path, key: dict[str, Any], chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
         self.directory, self.key = Path(directory), key
         self.n, self.dtype = int(key["n_images"]), str(key["dtype"])
-        (self.directory / "chunks").mkdir(parents=True, exist_ok=True)
+        try:
+            (self.directory / "chunks").mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"cannot create the descriptor cache ({error.strerror}); give a writable data root "
+                             "or pass --no-cache", self.directory) from None
         record = self.directory / "key.json"
         if not record.exists():
             atomic_write_text(record, json.dumps({"key": key, "chunk_rows": chunk_rows}, indent=1, sort_keys=True))
