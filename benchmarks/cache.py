@@ -285,9 +285,12 @@ class DescriptorCache:
 
     def read(self, paths: Sequence[Path], on_bad_image: str = "fail") -> Extracted:
         """The merged descriptors, memory-mapped, and the skipped images (refused under ``fail``)."""
-        record = self.directory / "complete.json"
-        info = json.loads(record.read_text(encoding="utf-8"))
-        descriptors = np.load(self.directory / "descriptors.npy", mmap_mode="r", allow_pickle=False)
+        try:
+            info = json.loads((self.directory / "complete.json").read_text(encoding="utf-8"))
+            descriptors = np.load(self.directory / "descriptors.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise InputError(f"damaged descriptor cache ({type(error).__name__}: {error}); delete the directory and "
+                             "rerun", self.directory) from None
         if list(descriptors.shape) != info["shape"] or str(descriptors.dtype) != info["dtype"]:
             raise InputError(f"cache holds {descriptors.shape} {descriptors.dtype}, its record says {info['shape']} "
                              f"{info['dtype']}; delete the directory and rerun", self.directory)

@@ -184,3 +184,15 @@ def test_evaluate_through_the_cache_and_with_skipped_images(embedded_root: Path,
     assert skipped.config["skipped_images"] == {"database": [str(db_image.relative_to(root))], "queries": []}
     assert len(skipped.notes) == 1 and "rank last" in skipped.notes[0]
     assert json.loads((caches[0] / "key.json").read_text())["key"]["method"] == "netvlad"
+
+
+def test_a_merged_file_that_disagrees_with_its_record_is_refused(images: list[Path], model: TinyEmbed,
+                                                                 tmp_path: Path) -> None:
+    cache = DescriptorCache(tmp_path / "c", KEY)
+    cache.fill(model, images, PROTOCOL, None, OPTIONS)
+    np.save(tmp_path / "c" / "descriptors.npy", np.zeros((3, 16), np.float32))
+    with pytest.raises(InputError, match=r"cache holds \(3, 16\) float32, its record says \[10, 16\]"):
+        cache.read(images)
+    (tmp_path / "c" / "descriptors.npy").unlink()
+    with pytest.raises(InputError, match="damaged descriptor cache"):
+        cache.read(images)
