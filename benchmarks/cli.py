@@ -415,7 +415,8 @@ def speed_metrics(n_db: int, repeat: int, as_json: bool) -> None:
 @_ROOT
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Best of this many runs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers (default: cores - 1).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader workers (default: benchmarks.extract.default_workers).")
 @click.option("--device", default=None, help="cpu, cuda (default: cuda when present).")
 @click.option("--images", "limit", type=click.IntRange(min=1), default=None, help="Only the first N images.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
