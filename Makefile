@@ -93,6 +93,7 @@ embedded-results:
 
 speed: $(STAMP)
 	$(PY) -m benchmarks speed metrics --json
+	$(PY) -m benchmarks speed extract --json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -370,24 +370,42 @@ def _compression(ctx: click.Context, param: click.Parameter, value: str | None) 
                    "ADC), top512+pq64. Written to <weights>+SPEC.json.")
 @click.option("--allow-dirty", is_flag=True,
               help="Run although the suite has uncommitted changes (the result says so).")
+@click.option("--no-cache", is_flag=True, help="Extract in memory, without the descriptor cache under the data root.")
+@click.option("--cache-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Storage of cached descriptors (float16 halves the cache; recorded in the result).")
+@click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="An unreadable image stops the run (fail) or is left out and recorded in the result (skip).")
 def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split: str | None,
                      crop_queries: bool | None, results_dir: Path | None, root: Path | None,
                      mirrors: tuple[str, ...], batch_size: int, device: str | None, compression: str | None,
-                     allow_dirty: bool) -> None:
-    """Extract, search and score; writes results/<dataset>/<method>/<weights>.json with provenance."""
+                     allow_dirty: bool, no_cache: bool, cache_dtype: str, on_bad_image: str) -> None:
+    """Extract, search and score; writes results/<dataset>/<method>/<weights>.json with provenance.
+
+    Under torchrun each process extracts a share of the images into the cache and rank 0 writes the result.
+    """
+    import os
+
     from benchmarks.data_root import data_root
     from benchmarks.evaluate import EvaluateOptions, evaluate
     from benchmarks.results import RESULTS_DIR, record_dirty, require_clean_tree, write_result
     from datasets.acquire import AcquireOptions
     from methods import load_plugins
+    from methods.train import init_distributed
 
     require_clean_tree(allow_dirty)
     cls = load_plugins().get(method)
+    rank, world = init_distributed()
+    chosen = _device(device)
+    if chosen == "cuda" and world > 1:  # one GPU per process
+        chosen = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     options = EvaluateOptions(data_root=data_root(root), split=split, crop_queries=crop_queries,
-                              batch_size=batch_size, device=_device(device), acquire=AcquireOptions(mirrors=mirrors),
-                              compression=compression)
+                              batch_size=batch_size, device=chosen, acquire=AcquireOptions(mirrors=mirrors),
+                              compression=compression, cache=not no_cache, cache_dtype=cache_dtype,
+                              on_bad_image=on_bad_image)
     for name in datasets:
         result = record_dirty(evaluate(cls, weights, _dataset(name), options), allow_dirty)
+        if rank != 0:
+            continue
         path = write_result(result, results_dir or RESULTS_DIR)
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if not k.startswith("mp@"))
         click.echo(f"{name} / {method} / {result.weights}: {shown}  -> {path}")
@@ -714,6 +732,50 @@ def reproduce_command(method: str, r1m: bool, weights: tuple[str, ...], datasets
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if not k.startswith("mp@"))
         crop = "cropped" if result.config["protocol"]["queries_cropped"] else "whole"
         click.echo(f"{result.dataset} / {method} / {result.weights} (queries {crop}): {shown}  -> {path}")
+
+
+@speed.command("extract")
+@click.option("--method", default="netvlad", show_default=True,
+              help="A registered method, with random weights (netvlad: on a ResNet-18 trunk).")
+@click.option("--config", "config_pairs", multiple=True, metavar="FIELD=VALUE",
+              help="Override a field of the method's Config (netvlad starts from a ResNet-18 trunk). Repeatable.")
+@_ROOT
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Best of this many runs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader workers (default: benchmarks.extract.default_workers).")
+@click.option("--device", default=None, help="cpu, cuda (default: cuda when present).")
+@click.option("--images", "limit", type=click.IntRange(min=1), default=None, help="Only the first N images.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def speed_extract(method: str, config_pairs: tuple[str, ...], root: Path | None, repeat: int, batch_size: int,
+                  workers: int | None, device: str | None, limit: int | None, as_json: bool) -> None:
+    """Extraction pipeline vs the model's pure forward vs a one-image-at-a-time loop, on the embedded images."""
+    from benchmarks.speed.extract import NETVLAD_RESNET18
+    from benchmarks.speed.extract import run as run_extract
+    from methods import load_plugins
+    from methods.base import parse_overrides
+
+    cls = load_plugins().get(method)
+    try:
+        overrides = parse_overrides(cls.config_class, config_pairs)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    config = {**(NETVLAD_RESNET18 if method == "netvlad" else {}), **overrides}
+    figures = run_extract(method, config, root, repeat, batch_size, -1 if workers is None else workers,
+                          _device(device), limit)
+    if as_json:
+        _print_json(figures)
+        return
+    rates = figures["images_per_s"]
+    click.echo(f"{method} on {figures['n_images']} embedded images ({', '.join(figures['image_sizes'])}), "
+               f"batch {figures['batch_size']}, {figures['num_workers']} worker(s), {figures['device']}:")
+    for name in ("forward", "pipeline", "one_by_one"):
+        click.echo(f"  {name:<11} {rates[name]:8.1f} images/s")
+    click.echo(f"pipeline / forward: {figures['pipeline_over_forward']:.3f}; one by one / forward: "
+               f"{figures['one_by_one_over_forward']:.3f}")
+    env = figures["environment"]
+    click.echo(f"(best of {repeat}; python {env['python']}, torch {env['torch']}, {env['cpus']} CPUs, "
+               f"{env['torch_threads']} torch threads, {env['platform']})")
 
 
 def main() -> None:

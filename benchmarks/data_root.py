@@ -23,3 +23,8 @@ def data_root(override: Path | None = None) -> Path:
         raise InputError(f"data must not live inside the repository; set {ENV_VAR} (or --root) to a folder "
                          "outside it, e.g. ~/.cache/image-retrieval-benchmarks", root)
     return root
+
+
+def name_under(path: Path, root: Path) -> str:
+    """``path`` relative to the data root (so that records survive moving the root), else as given."""
+    return str(path.relative_to(root) if path.is_relative_to(root) else path)

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.cache import DescriptorCache, cache_key, extract_cached
 from benchmarks.compression import Compression, prepare_search
-from benchmarks.extract import extract
+from benchmarks.data_root import name_under
+from benchmarks.extract import Extracted, ExtractOptions
 from benchmarks.metrics import oxford_scores, recall_at_n, revisited_scores
 from benchmarks.provenance import environment, git_state
 from benchmarks.results import Provenance, RunResult, metrics_of
@@ -45,6 +47,9 @@ class EvaluateOptions:
     device: str = "cpu"
     acquire: AcquireOptions = AcquireOptions()
     compression: str | None = None      # compact signatures, e.g. "pq32", "top256+pq64" (benchmarks.compression)
+    cache: bool = True                  # descriptors under <data_root>/cache/descriptors (resumable, shared)
+    cache_dtype: str = "float32"        # "float16" halves the cache (and rounds the descriptors; recorded)
+    on_bad_image: str = "fail"          # "skip": unreadable images are left out and recorded in the result
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,8 @@ class Descriptors:
     db: np.ndarray
     queries: np.ndarray
     queries_cropped: bool  # to their ground-truth boxes
+    skipped_db: tuple[int, ...] = ()        # unreadable images left out (--on-bad-image skip): zero rows
+    skipped_queries: tuple[int, ...] = ()
 
 
 def extract_descriptors(method: type[RetrievalMethod], weights: str, dataset: Any,
@@ -69,10 +76,18 @@ def extract_descriptors(method: type[RetrievalMethod], weights: str, dataset: An
     crop = protocol.crop_queries if options.crop_queries is None else options.crop_queries
     cropped = bool(crop and boxes is not None)
     log.info("%s on %s: queries %s", method.name, dataset.name, "cropped to their boxes" if cropped else "whole")
-    db = extract(model, loaded.db_paths, protocol, batch_size=options.batch_size, device=options.device)
-    queries = extract(model, loaded.query_paths, protocol, boxes=boxes if crop else None,
-                      batch_size=options.batch_size, device=options.device)
-    return Descriptors(loaded, resolved, db, queries, cropped)
+    extraction = ExtractOptions(batch_size=options.batch_size, device=options.device,
+                                on_bad_image=options.on_bad_image, label=f"{method.name} weights {resolved.name}")
+
+    def descriptors_of(paths: tuple[Path, ...], crop_boxes: np.ndarray | None) -> Extracted:
+        cache = DescriptorCache.under(options.data_root, cache_key(
+            method.name, model.config.to_dict(), resolved.sha256, protocol, paths, crop_boxes, options.data_root,
+            options.device, options.cache_dtype)) if options.cache else None
+        return extract_cached(model, paths, protocol, crop_boxes, extraction, cache)
+
+    db, queries = descriptors_of(loaded.db_paths, None), descriptors_of(loaded.query_paths, boxes if crop else None)
+    return Descriptors(loaded, resolved, np.asarray(db.descriptors, dtype=np.float32),
+                       np.asarray(queries.descriptors, dtype=np.float32), cropped, db.skipped, queries.skipped)
 
 
 def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options: EvaluateOptions) -> RunResult:
@@ -82,7 +97,7 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
     found = extract_descriptors(method, weights, dataset, options)
     loaded, resolved, db, queries = found.loaded, found.weights, found.db, found.queries
     model, protocol = resolved.model, resolved.model.protocol
-    metrics, per_query = _score(queries, prepare_search(db, compression), loaded.ground_truth)
+    metrics, per_query = _score(queries, _search_over_read(db, found.skipped_db, compression), loaded.ground_truth)
     commit, dirty = git_state()
     device = torch.cuda.get_device_name() if options.device.startswith("cuda") else options.device
     provenance = Provenance(
@@ -100,8 +115,51 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
               "descriptor_dim": int(db.shape[1])}
     if compression is not None:
         config["compression"] = compression.describe(int(db.shape[1]))
+    if options.cache and options.cache_dtype != "float32":
+        config["descriptor_storage"] = options.cache_dtype
+    notes = _skipped_images(config, options.data_root, (loaded.db_paths, found.skipped_db),
+                            (loaded.query_paths, found.skipped_queries))
     return RunResult(method=method.name, weights=resolved.name, dataset=dataset.name, protocol=str(dataset.protocol),
-                     config=config, metrics=metrics, per_query=per_query, provenance=provenance)
+                     config=config, metrics=metrics, per_query=per_query, provenance=provenance, notes=notes)
+
+
+def _skipped_images(config: dict[str, Any], data_root: Path, db: tuple[tuple[Path, ...], tuple[int, ...]],
+                    queries: tuple[tuple[Path, ...], tuple[int, ...]]) -> list[str]:
+    """Record images left out by ``--on-bad-image skip`` in ``config["skipped_images"]``; the result's note."""
+    skipped = {part: [name_under(paths[i], data_root) for i in indices]
+               for part, (paths, indices) in (("database", db), ("queries", queries))}
+    if not any(skipped.values()):
+        return []
+    config["skipped_images"] = skipped
+    return [f"{len(skipped['database'])} database and {len(skipped['queries'])} query image(s) could not be read "
+            "and were left out (--on-bad-image skip): skipped database images rank last for every query; a skipped "
+            "query has a zero descriptor (its ranking is the database in index order)"]
+
+
+class _SkippingSearch:
+    """A search over the database images that were read: skipped ones (``--on-bad-image skip``) never enter a
+    top-k and close every full ranking in index order, so ground-truth ids keep their meaning."""
+
+    def __init__(self, inner: Search, kept: np.ndarray, skipped: np.ndarray) -> None:
+        self.inner, self.kept, self.skipped = inner, kept, skipped
+
+    @property
+    def n_db(self) -> int:
+        return len(self.kept) + len(self.skipped)
+
+    def top_k(self, queries: np.ndarray, k: int) -> np.ndarray:
+        ids = self.kept[self.inner.top_k(queries, min(k, len(self.kept)))]
+        if k <= len(self.kept):
+            return ids
+        tail = np.broadcast_to(self.skipped[:k - len(self.kept)], (ids.shape[0], min(k, self.n_db) - len(self.kept)))
+        return np.hstack([ids, tail])
+
+
+def _search_over_read(db: np.ndarray, skipped: tuple[int, ...], compression: Compression | None) -> Search:
+    if not skipped:
+        return prepare_search(db, compression)
+    kept = np.setdiff1d(np.arange(db.shape[0]), skipped)
+    return _SkippingSearch(prepare_search(db[kept], compression), kept, np.asarray(skipped, dtype=np.int64))
 
 
 def _score(queries: np.ndarray, search: Search, gt: GroundTruth) -> tuple[dict[str, float], dict[str, Any]]:

@@ -30,9 +30,14 @@ def best_times(repeat: int, fn: Callable[[], object]) -> tuple[float, float]:
 
 
 def machine(device: str = "cpu") -> dict[str, object]:
-    """:func:`benchmarks.provenance.environment` plus the CPU model, the CPUs this process may use, the memory
-    and the load average when the figures were taken (other work on the machine slows them)."""
-    info: dict[str, object] = dict(environment(device))
+    """:func:`benchmarks.provenance.environment` (the device by name) plus the CPU model, the CPUs this process
+    may use, torch's threads, the memory and the load average when the figures were taken (other work on the
+    machine slows them)."""
+    import torch
+
+    info: dict[str, object] = dict(environment(torch.cuda.get_device_name(device) if device.startswith("cuda")
+                                               else device))
+    info["torch_threads"] = torch.get_num_threads()
     info["cpu_model"] = _cpuinfo_field("model name") or "unknown"
     info["cpus"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
     info["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS", "unset")
