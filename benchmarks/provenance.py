@@ -8,14 +8,17 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PACKAGES = ("numpy", "torch", "timm", "faiss-cpu", "scipy")
+OUTPUTS = ("results", "paper_tables")  # what runs write: changes there do not make the code dirty
 
 
 def git_state(repo: Path = REPO_ROOT) -> tuple[str, bool]:
-    """(commit hash, dirty) of ``repo``; ("unknown", True) outside a git checkout."""
+    """(commit hash, dirty) of ``repo``; ("unknown", True) outside a git checkout. Dirty: a tracked file
+    outside :data:`OUTPUTS` has uncommitted changes (results being written do not count)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                 *(f":(exclude){folder}" for folder in OUTPUTS)], cwd=repo,
                                 capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True
