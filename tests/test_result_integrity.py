@@ -3,6 +3,7 @@ stale_provenance flags a result whose weights or ground truth no longer match wh
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import replace
 
 import pytest
@@ -79,3 +80,22 @@ def test_changed_ground_truth_weights_and_plugins_are_flagged(embedded_root, tmp
     assert stale_provenance(replace(committed, method="gone", dataset="vanished")) == [
         "vanished/gone/resnet18.untrained: method 'gone' is not registered any more",
         "vanished/gone/resnet18.untrained: dataset 'vanished' is not registered any more"]
+
+
+def test_only_code_changes_make_the_tree_dirty(tmp_path):
+    from benchmarks.provenance import git_state
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.json").write_text("{}\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "first")
+    (tmp_path / "results" / "r.json").write_text('{"a": 1}\n')   # what a run writes
+    assert git_state(tmp_path)[1] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)[1] is True
