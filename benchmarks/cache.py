@@ -73,14 +73,19 @@ def precision(device: str) -> str:
 def cache_key(method: str, config: dict[str, Any], weights_sha256: str, protocol: ExtractionProtocol,
               paths: Sequence[Path], boxes: np.ndarray | None, data_root: Path, device: str,
               dtype: str = "float32") -> dict[str, Any]:
-    """The fields whose sha256 names a cache directory (see the module docstring)."""
+    """The fields whose sha256 names a cache directory (see the module docstring), as JSON reads them back
+    (tuples in a config become lists), so that a fresh key equals the one a directory records."""
     if dtype not in CACHE_DTYPES:
         raise InputError(f"cache dtype must be one of {CACHE_DTYPES}, not {dtype!r}")
-    return {"format_version": FORMAT_VERSION, "method": method, "config": config, "weights_sha256": weights_sha256,
+    return _as_json({"format_version": FORMAT_VERSION, "method": method, "config": config, "weights_sha256": weights_sha256,
             "protocol": {"max_size": protocol.max_size, "scales": list(protocol.scales), "mean": list(protocol.mean),
                          "std": list(protocol.std), "cropped": boxes is not None},
             "precision": precision(device), "dtype": dtype, "n_images": len(paths),
-            "images_sha256": images_sha256(paths, boxes, data_root)}
+            "images_sha256": images_sha256(paths, boxes, data_root)})
+
+
+def _as_json(value: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(value, sort_keys=True))
 
 
 def key_digest(key: dict[str, Any]) -> str:

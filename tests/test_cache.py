@@ -79,6 +79,12 @@ def test_a_directory_written_by_another_configuration_is_refused(images: list[Pa
     assert error.value.path == str(tmp_path / "c" / "key.json")
 
 
+def test_a_config_with_tuples_reopens_its_own_directory(images: list[Path], tmp_path: Path) -> None:
+    key = cache_key("mscfp", {"pool_windows": (2, 3)}, "a" * 64, PROTOCOL, images, None, images[0].parent, "cpu")
+    DescriptorCache(tmp_path / "c", key)
+    DescriptorCache(tmp_path / "c", key)  # key.json reads (2, 3) back as [2, 3]: still the same configuration
+
+
 def test_float16_storage(images: list[Path], model: TinyEmbed, tmp_path: Path) -> None:
     half = DescriptorCache(tmp_path / "c", {**KEY, "dtype": "float16"}).fill(model, images, PROTOCOL, None, OPTIONS)
     assert half.descriptors.dtype == np.float16
