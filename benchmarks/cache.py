@@ -57,11 +57,16 @@ DEFAULT_CHUNK_ROWS = 1024
 
 
 def images_sha256(paths: Sequence[Path], boxes: np.ndarray | None, data_root: Path) -> str:
-    """Digest of the ordered image list: names relative to ``data_root``, sizes in bytes, crop boxes."""
+    """Digest of the ordered image list: names relative to ``data_root``, sizes in bytes ("missing" for a file
+    that is not there: extraction then names it, or skips it under ``--on-bad-image skip``), crop boxes."""
     digest = hashlib.sha256()
     for i, path in enumerate(paths):
         box = "" if boxes is None else ",".join(repr(float(v)) for v in boxes[i])
-        digest.update(f"{name_under(path, data_root)}\t{path.stat().st_size}\t{box}\n".encode())
+        try:
+            size: int | str = path.stat().st_size
+        except FileNotFoundError:
+            size = "missing"
+        digest.update(f"{name_under(path, data_root)}\t{size}\t{box}\n".encode())
     return digest.hexdigest()
 
 

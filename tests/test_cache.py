@@ -156,7 +156,7 @@ def tiny_netvlad(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _evaluate(root: Path, weights: Path, results: Path, *extra: str) -> tuple[int, str]:
     args = ["evaluate", "--method", "netvlad", "--weights", str(weights), "--dataset", "synth_landmarks", "--root",
-            str(root), "--results", str(results), "--batch-size", "8", *extra]
+            str(root), "--results", str(results), "--batch-size", "8", "--allow-dirty", *extra]
     done = CliRunner().invoke(cli, args)
     return done.exit_code, done.output
 
@@ -187,7 +187,7 @@ def test_evaluate_through_the_cache_and_with_skipped_images(embedded_root: Path,
     assert code == 0, output
     skipped = load_result(tmp_path / "skip" / "synth_landmarks" / "netvlad" / "resnet18.tiny.json")
     assert skipped.config["skipped_images"] == {"database": [str(db_image.relative_to(root))], "queries": []}
-    assert len(skipped.notes) == 1 and "rank last" in skipped.notes[0]
+    assert [note for note in skipped.notes if "--on-bad-image skip" in note and "rank last" in note]
     assert json.loads((caches[0] / "key.json").read_text())["key"]["method"] == "netvlad"
 
 

@@ -121,4 +121,4 @@ def test_speed_extract_reports_the_three_rates(embedded_root: Path) -> None:
     assert figures["n_images"] == 6 and figures["image_sizes"] == ["128x96"] and figures["num_workers"] == 0
     assert set(figures["images_per_s"]) == {"forward", "pipeline", "one_by_one"}
     assert figures["pipeline_over_forward"] > 0
-    assert {"torch", "cpu_count", "torch_threads"} <= figures["environment"].keys()
+    assert {"torch", "cpus", "torch_threads"} <= figures["environment"].keys()

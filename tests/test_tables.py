@@ -112,8 +112,9 @@ def test_deviations_declared_and_detected(toy):
 
 def test_uncropped_revisited_queries_are_a_deviation():
     entry = load_all(REPORTED_DIR)[0].entries[0]  # any entry without query_crop in its variant
-    reproduction = tables.Reproduction(weights="resnet101.x", variant={"backbone": entry.variant["backbone"]})
-    result = toy_result("roxford5k", "revisited", {"map_medium": 0.5}, weights="resnet101.x", cropped=False,
+    weights = f"{entry.variant['backbone']}.x"
+    reproduction = tables.Reproduction(weights=weights, variant={"backbone": entry.variant["backbone"]})
+    result = toy_result("roxford5k", "revisited", {"map_medium": 0.5}, weights=weights, cropped=False,
                         dim=entry.variant["dimension"])
     assert tables._deviations(entry, reproduction, result) == [
         "queries not cropped to their boxes (the revisited protocol crops them)"]
