@@ -82,7 +82,8 @@ def cache_key(method: str, config: dict[str, Any], weights_sha256: str, protocol
     (tuples in a config become lists), so that a fresh key equals the one a directory records."""
     if dtype not in CACHE_DTYPES:
         raise InputError(f"cache dtype must be one of {CACHE_DTYPES}, not {dtype!r}")
-    return _as_json({"format_version": FORMAT_VERSION, "method": method, "config": config, "weights_sha256": weights_sha256,
+    return _as_json({"format_version": FORMAT_VERSION, "method": method, "config": config,
+            "weights_sha256": weights_sha256,
             "protocol": {"max_size": protocol.max_size, "scales": list(protocol.scales), "mean": list(protocol.mean),
                          "std": list(protocol.std), "cropped": boxes is not None},
             "precision": precision(device), "dtype": dtype, "n_images": len(paths),
