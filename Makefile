@@ -22,10 +22,11 @@ test: $(STAMP)
 
 # The main job on the embedded benchmarks, offline, in a few minutes on a laptop CPU: the registered plugins;
 # the two benchmarks generated under the data root ($$BENCH_DATA, default ~/.cache/image-retrieval-benchmarks)
-# in the real datasets' formats, described and verified; NetVLAD, MSCFP and REMAP on small random-init
+# in the real datasets' formats, described and verified; NetVLAD, MSCFP, REMAP and DOLG on small random-init
 # ResNet-18 trunks (no pretrained weights offline), each untrained (k-means or KL-divergence weights, then
-# PCA-whitening) and trained for about a minute on an embedded training split, all evaluated on both benchmarks
-# (results with provenance in $(DEMO)/results); then the scoring speed at 1M scale. `make embedded-results` runs the same into results/.
+# PCA-whitening) and trained for about a minute on an embedded training split, all evaluated on both
+# benchmarks (results with provenance in $(DEMO)/results); then the scoring speed at 1M scale, and the
+# embedded comparison table with its plots. `make embedded-results` runs the methods into results/.
 DEMO_RESULTS ?= $(DEMO)/results
 NETVLAD_DEMO := --config backbone=resnet18 --config feature_index=3 --config drop_final_relu=false \
   --config num_clusters=16 --config whiten_dim=128 --set train_from= --set optimizer=adam --set lr=1e-4 \
