@@ -35,7 +35,7 @@ from benchmarks.errors import InputError
 from datasets import DATASETS
 from datasets.acquire import AcquireOptions
 from datasets.base import DatasetSpec, FileSpec, LoadedDataset, OxfordGroundTruth, Protocol
-from datasets.revisitop import count_problem, image_problems, not_downloaded
+from datasets.revisitop import image_problems, loaded_and_counted, not_downloaded
 
 INRIA_FTP = "ftp://ftp.inrialpes.fr/pub/lear/douze/data"
 IMAGES, EVAL, UPRIGHT = "jpg", "eval", "upright"
@@ -174,14 +174,12 @@ class Holidays(DatasetSpec):
                 write_upright(folder / IMAGES / f"{name}.jpg", dest, ROTATIONS[name])
 
     def check(self, data_root: Path) -> list[str]:
-        try:
-            loaded = self.load(data_root)
-        except InputError as error:
-            return [str(error)]
+        loaded, problems = loaded_and_counted(self, data_root, ("images in holidays_images.dat", "groups (queries)"),
+                                              self.expected_counts)
+        if loaded is None:
+            return problems
         gnd = loaded.ground_truth
         assert isinstance(gnd, OxfordGroundTruth)
-        problems = count_problem("images in holidays_images.dat", gnd.n_db, self.expected_counts[0])
-        problems += count_problem("groups (queries)", gnd.n_queries, self.expected_counts[1])
         alone = [q for q, ids in zip(gnd.query_names, gnd.positives, strict=True) if ids.size == 0]
         if alone:
             problems.append(f"{len(alone)} groups have no image besides their query (e.g. {alone[0]})")

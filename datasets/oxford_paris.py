@@ -23,11 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from benchmarks.errors import InputError
 from datasets import DATASETS
 from datasets.base import DatasetSpec, FileSpec, LoadedDataset, OxfordGroundTruth, Protocol
 from datasets.formats import read_oxford_gt_files
-from datasets.revisitop import VGG, count_problem, image_problems, not_downloaded
+from datasets.revisitop import VGG, image_problems, loaded_and_counted, not_downloaded
 
 IMAGES = "jpg"
 GROUND_TRUTH = "gt"
@@ -66,14 +65,12 @@ class OriginalBuildings(DatasetSpec):
                              tuple(images / f"{n}.jpg" for n in gnd.query_names), gnd)
 
     def check(self, data_root: Path) -> list[str]:
-        try:
-            loaded = self.load(data_root)
-        except InputError as error:
-            return [str(error)]
+        loaded, problems = loaded_and_counted(self, data_root, ("database images in jpg/", "queries in gt/"),
+                                              self.expected_counts)
+        if loaded is None:
+            return problems
         gnd = loaded.ground_truth
         assert isinstance(gnd, OxfordGroundTruth)
-        problems = count_problem("database images in jpg/", gnd.n_db, self.expected_counts[0])
-        problems += count_problem("queries in gt/", gnd.n_queries, self.expected_counts[1])
         empty = [name for name, ids in zip(gnd.query_names, gnd.positives, strict=True) if ids.size == 0]
         if empty:
             problems.append(f"{len(empty)} queries have no good or ok image (e.g. {empty[0]})")

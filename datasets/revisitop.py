@@ -17,6 +17,7 @@ from benchmarks.errors import InputError
 from datasets import DATASETS
 from datasets.acquire import AcquireOptions
 from datasets.base import (
+    ClassLabels,
     DatasetSpec,
     FileSpec,
     LoadedDataset,
@@ -38,6 +39,20 @@ def not_downloaded(name: str, path: Path) -> InputError:
 
 def count_problem(what: str, got: int, expected: int) -> list[str]:
     return [] if got == expected else [f"{what}: {got}, expected {expected}"]
+
+
+def loaded_and_counted(spec: DatasetSpec, data_root: Path, labels: tuple[str, str],
+                       expected: tuple[int, int]) -> tuple[LoadedDataset | None, list[str]]:
+    """The dataset loaded, with its database and query counts held to ``expected`` (labelled ``labels``);
+    (None, [why]) when it does not load."""
+    try:
+        loaded = spec.load(data_root)
+    except InputError as error:
+        return None, [str(error)]
+    gt = loaded.ground_truth
+    if isinstance(gt, ClassLabels):
+        raise TypeError(f"{spec.name} is a training set: it has no database and queries to count")
+    return loaded, count_problem(labels[0], gt.n_db, expected[0]) + count_problem(labels[1], gt.n_queries, expected[1])
 
 
 def image_problems(paths: tuple[Path, ...], label: str) -> list[str]:
@@ -69,14 +84,12 @@ class RevisitedDataset(DatasetSpec):
                              tuple(images / f"{n}.jpg" for n in gnd.query_names), gnd)
 
     def check(self, data_root: Path) -> list[str]:
-        try:
-            loaded = self.load(data_root)
-        except InputError as error:
-            return [str(error)]
+        loaded, problems = loaded_and_counted(self, data_root, ("database images in the gnd", "queries in the gnd"),
+                                              self.expected_counts)
+        if loaded is None:
+            return problems
         gnd = loaded.ground_truth
         assert isinstance(gnd, RevisitedGroundTruth)
-        problems = count_problem("database images in the gnd", gnd.n_db, self.expected_counts[0])
-        problems += count_problem("queries in the gnd", gnd.n_queries, self.expected_counts[1])
         if gnd.query_boxes is None:
             problems.append("the gnd has no query boxes (bbx): queries cannot be cropped")
         overlap = set(gnd.query_names) & set(gnd.db_names)
