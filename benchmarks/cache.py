@@ -21,7 +21,6 @@ barrier every rank reads the merged file, which is identical to a single process
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -47,6 +46,7 @@ from benchmarks.extract import (
     output_sizes,
     run_batches,
 )
+from benchmarks.locks import try_lock, wait_lock
 from methods.base import ExtractionProtocol
 
 log = logging.getLogger(__name__)
@@ -96,24 +96,6 @@ def _as_json(value: dict[str, Any]) -> dict[str, Any]:
 
 def key_digest(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def _try_lock(path: Path) -> int | None:
-    """An fd holding an exclusive flock on ``path``, or None when another process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _lock(path: Path) -> int:
-    """An fd holding an exclusive flock on ``path``, waiting for it (closing the fd releases it)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
 
 
 class DescriptorCache:
@@ -192,7 +174,7 @@ class DescriptorCache:
             todo = [c for c in todo if not self._done(c)]
             if todo:  # held by another process: wait until it writes the chunk or dies, then look again
                 log.info("waiting for chunk %d of %s, which another process is extracting", todo[0], self.directory)
-                os.close(_lock(self._chunk(todo[0]).with_suffix(".lock")))
+                os.close(wait_lock(self._chunk(todo[0]).with_suffix(".lock")))
 
     def _extract_claimed(self, todo: list[int], held: dict[int, int], embed: Embed, paths: Sequence[Path],
                          protocol: ExtractionProtocol, boxes: np.ndarray | None, options: ExtractOptions) -> None:
@@ -207,7 +189,7 @@ class DescriptorCache:
         def claimed_batches() -> Iterator[list[int]]:
             """Batches of the chunks this process locks (without waiting), chunk after chunk."""
             for c in todo:
-                fd = _try_lock(self._chunk(c).with_suffix(".lock"))
+                fd = try_lock(self._chunk(c).with_suffix(".lock"))
                 if fd is None:
                     continue
                 if self._done(c):
@@ -263,7 +245,7 @@ class DescriptorCache:
 
     def _merge(self) -> None:
         """Chunks -> ``descriptors.npy`` (a fresh file renamed into place), then ``complete.json``."""
-        fd = _lock(self.directory / "merge.lock")
+        fd = wait_lock(self.directory / "merge.lock")
         try:
             if self.complete:
                 return

@@ -1,4 +1,5 @@
-"""Inter-process locks: one writer at a time for a file that several runs may write (a download, a result).
+"""Inter-process locks: one writer at a time for a file that several runs may write (a download, a result,
+a descriptor-cache chunk).
 
 ``exclusive(target)`` holds an ``fcntl.flock`` on ``<target>.lock``. The kernel drops the lock when its
 holder dies (even by SIGKILL), so a killed run never leaves a stale lock behind; the lock file itself is
@@ -22,17 +23,33 @@ def lock_path(target: Path) -> Path:
     return target.with_name(target.name + ".lock")
 
 
+def try_lock(path: Path) -> int | None:
+    """A descriptor of ``path`` (created if needed) holding its exclusive flock, or None when another process
+    holds it. Closing the descriptor releases the lock; so does the holder's death."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def wait_lock(path: Path) -> int:
+    """As :func:`try_lock`, waiting for another holder to let go."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
 def _open_locked(path: Path, wait_s: float | None) -> int:
     """A descriptor of ``path`` holding its flock; ``wait_s`` None: fail at once when it is held elsewhere."""
     deadline = None if wait_s is None else time.monotonic() + wait_s
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock(path)
+        if fd is None:
             if deadline is None or time.monotonic() >= deadline:
-                raise
+                raise BlockingIOError(f"{path} is locked by another process")
             time.sleep(_POLL_S)
             continue
         # The holder before us may have removed the file after unlocking it: then we locked an orphan.
