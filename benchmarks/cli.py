@@ -657,9 +657,10 @@ def plot_gallery(method: str, weights: str, dataset_name: str, chosen: str, top:
 @click.option("--compress", "compression", default=None, callback=_compression, metavar="SPEC",
               help="Also build and search compact signatures (pq64, top256+pq32, ...).")
 @click.option("--faiss-defaults", is_flag=True, help="Also time faiss.knn with faiss's default settings.")
+@click.option("--float32", is_flag=True, help="Also time the float32 search where the bfloat16 filter is taken.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def speed_search(n_db: int | None, dim: int | None, n_queries: int | None, k: int, repeat: int,
-                 compression: str | None, faiss_defaults: bool, as_json: bool) -> None:
+                 compression: str | None, faiss_defaults: bool, float32: bool, as_json: bool) -> None:
     """Exact top-k: 70 queries x 1M x 512-D, and 8280 x 83,952 x 4096-D (Pitts250k-test scale)."""
     from benchmarks.compression import Compression
     from benchmarks.speed.search import CASES, SearchCase
@@ -669,7 +670,7 @@ def speed_search(n_db: int | None, dim: int | None, n_queries: int | None, k: in
     if (n_db, dim, n_queries) != (None, None, None):
         base = CASES["revisited_1m"]
         cases = {"custom": SearchCase(n_queries or base.n_queries, n_db or base.n_db, dim or base.dim)}
-    figures = run_search(cases, k=k, repeat=repeat, faiss_defaults=faiss_defaults,
+    figures = run_search(cases, k=k, repeat=repeat, faiss_defaults=faiss_defaults, float32=float32,
                          compression=Compression.parse(compression) if compression else None)
     if as_json:
         _print_json(figures)
@@ -677,7 +678,9 @@ def speed_search(n_db: int | None, dim: int | None, n_queries: int | None, k: in
     for name, case in figures["cases"].items():
         line = (f"{name}: {case['n_queries']:,} queries x {case['n_db']:,} x {case['dim']}-D, top-{case['k']}: "
                 f"{case['seconds']:.3f} s (CPU {case['cpu_seconds']:.3f} s), peak {case['peak_gib']:.2f} GiB "
-                f"(descriptors {case['data_gib']:.2f})")
+                f"(descriptors {case['data_gib']:.2f}), {case['path']}")
+        if "float32" in case:
+            line += f"; float32 {case['float32']['seconds']:.3f} s"
         if "faiss_defaults" in case:
             line += f"; faiss defaults {case['faiss_defaults']['seconds']:.3f} s"
         click.echo(line)

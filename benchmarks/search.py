@@ -5,7 +5,9 @@ negated scores). Every function here returns a prefix of that order:
 
 - :func:`rank_by_inner_product`: full rankings in numpy, query chunk by query chunk.
 - :func:`top_k_by_inner_product` / :class:`ExactSearch`: the first k through faiss (BLAS tiles sized for the
-  problem, the database in blocks whose results are merged), in memory bounded by the tile and block sizes.
+  problem, the database in blocks whose results are merged), in memory bounded by the tile and block sizes;
+  or, for many long queries on a CPU with native bfloat16, through :class:`~benchmarks.bf16_filter.BFloat16Filter`
+  (a bfloat16 product, a proven bound and float32 rescoring: the same top-k, 1.6x faster at Pitts250k scale).
 - :func:`ranking_holding`: a ranking cut at a depth that holds each query's positives, so that metrics needing
   every positive's rank (mAP) are exact on a 1M-image database without full rankings.
 
@@ -17,15 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import faiss
 import numpy as np
+
+if TYPE_CHECKING:
+    from benchmarks.bf16_filter import BFloat16Filter
 
 Scorer = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 TILE_BYTES = 1 << 26  # faiss's query x database score tile (64 MiB); bigger tiles gave no speed here
 MAX_QUERY_TILE = 4096  # faiss's default
+BF16_MIN_QUERIES = 256  # fewer: converting the database to bfloat16 costs more than the product saves
+BF16_MIN_DIM = 1024  # shorter: finding the k-th score and the candidates costs more than the product saves
 
 
 class Search(Protocol):
@@ -98,17 +105,24 @@ def blas_tiles(n_queries: int, n_db: int) -> Iterator[None]:
 
 
 class ExactSearch:
-    """Exact inner-product search of ``db`` (n_db, D) through faiss, in float32.
+    """Exact inner-product search of ``db`` (n_db, D) in float32.
 
     The database is searched in blocks of at most ``block_bytes`` of float32 (views when ``db`` is float32
     already, converted block by block otherwise) whose top lists are merged, so memory stays bounded by a
     block, faiss's score tile and the (n_q, k) results. Lists deeper than a quarter of the database are cut
     from full numpy rankings (:func:`rank_by_inner_product`), faster there than heaps.
+
+    ``bfloat16``: search through :class:`~benchmarks.bf16_filter.BFloat16Filter` (True), never (False), or
+    (None) when it pays: a float32 database, at least :data:`BF16_MIN_QUERIES` queries of at least
+    :data:`BF16_MIN_DIM` dimensions, a CPU with native bfloat16 and a library that accumulates in float32.
+    The filter keeps a bfloat16 copy of the database once built.
     """
 
-    def __init__(self, db: np.ndarray, block_bytes: int = 1 << 30) -> None:
+    def __init__(self, db: np.ndarray, block_bytes: int = 1 << 30, bfloat16: bool | None = None) -> None:
         self.db = db
         self.block_rows = max(1, block_bytes // max(1, 4 * db.shape[1]))
+        self.bfloat16 = bfloat16
+        self._filter: BFloat16Filter | None = None
 
     @property
     def n_db(self) -> int:
@@ -117,7 +131,27 @@ class ExactSearch:
     def top_k(self, queries: np.ndarray, k: int) -> np.ndarray:
         if 4 * k >= self.n_db:
             return _full_rankings_cut(queries, self.db, k)
+        if self.uses_bfloat16(queries.shape[0]):
+            return self._bfloat16_filter().top_k(queries, k)
         return first_k(self._best, np.ascontiguousarray(queries, dtype=np.float32), self.n_db, k)
+
+    def uses_bfloat16(self, n_queries: int) -> bool:
+        """Whether ``n_queries`` queries are searched through the bfloat16 filter."""
+        if self.bfloat16 is not None:
+            return self.bfloat16
+        dim = self.db.shape[1]
+        if n_queries < BF16_MIN_QUERIES or dim < BF16_MIN_DIM or self.db.dtype != np.float32:
+            return False
+        from benchmarks.bf16_filter import native_bfloat16, products_within_bound  # torch, only when needed
+
+        return native_bfloat16() and products_within_bound(dim)
+
+    def _bfloat16_filter(self) -> BFloat16Filter:
+        if self._filter is None:
+            from benchmarks.bf16_filter import BFloat16Filter
+
+            self._filter = BFloat16Filter(self.db)
+        return self._filter
 
     def _best(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         blocks = range(0, self.n_db, self.block_rows)

@@ -26,6 +26,7 @@ def test_speed_search_json_of_a_custom_case():
     assert (case["n_queries"], case["n_db"], case["dim"], case["k"]) == (4, 3000, 16, 10)
     assert case["data_gib"] == round(3004 * 16 * 4 / 2**30, 3) and case["peak_gib"] > 0
     assert case["seconds"] >= 0 and case["cpu_seconds"] >= 0 and case["faiss_defaults"]["seconds"] >= 0
+    assert case["path"] == "float32" and "float32" not in case  # 16-D: no bfloat16 filter, nothing to compare
     assert case["compressed"]["spec"] == "top8+pq2" and case["compressed"]["bytes_per_image"] == 2
     assert {"python", "numpy", "faiss-cpu", "cpu_model", "cpus"} <= figures["environment"].keys()
 
@@ -34,3 +35,13 @@ def test_speed_search_text_names_the_machine():
     result = CliRunner().invoke(cli, ["speed", "search", "--n-db", "500", "--dim", "8", "--n-queries", "2"])
     assert result.exit_code == 0, result.output
     assert "custom: 2 queries x 500 x 8-D, top-100:" in result.output and "faiss 1." in result.output
+
+
+def test_speed_search_times_the_float32_path_beside_the_bfloat16_filter(monkeypatch):
+    monkeypatch.setattr("benchmarks.search.BF16_MIN_DIM", 16)
+    monkeypatch.setattr("benchmarks.search.BF16_MIN_QUERIES", 4)
+    monkeypatch.setattr("benchmarks.bf16_filter.native_bfloat16", lambda: True)
+    result = CliRunner().invoke(cli, ["speed", "search", "--n-db", "3000", "--dim", "16", "--n-queries", "4",
+                                      "--k", "10", "--float32"])
+    assert result.exit_code == 0, result.output
+    assert "bfloat16 filter; float32 " in result.output

@@ -8,6 +8,8 @@ Descriptors are random unit vectors (the cost does not depend on them). Memory i
 peak from the moment the descriptors exist (Linux's VmHWM, reset then; elsewhere getrusage's high-water mark,
 which never goes down): ``data_gib`` is the descriptors themselves, ``peak_gib`` everything, the search
 included.
+``path`` says how :class:`~benchmarks.search.ExactSearch` searched (``bfloat16 filter`` or ``float32``);
+``--float32`` adds the float32 path's time where the filter was taken.
 ``--compress SPEC`` adds building the compressed database (PQ training and encoding) and searching it.
 """
 from __future__ import annotations
@@ -66,7 +68,7 @@ def _peak_gib() -> float:
 
 
 def time_case(case: SearchCase, k: int = 100, repeat: int = 1, compression: Compression | None = None,
-              faiss_defaults: bool = False) -> dict[str, Any]:
+              faiss_defaults: bool = False, float32: bool = False) -> dict[str, Any]:
     """Best-of-``repeat`` wall and CPU seconds of exact top-k (and of the compressed search), with memory."""
     db, queries = unit_vectors(case.n_db, case.dim, seed=0), unit_vectors(case.n_queries, case.dim, seed=1)
     _reset_peak()
@@ -75,7 +77,10 @@ def time_case(case: SearchCase, k: int = 100, repeat: int = 1, compression: Comp
                                "gflop": round(2 * case.n_queries * case.n_db * case.dim / 1e9, 1),
                                **_seconds(repeat, lambda: search.top_k(queries, k)),
                                "data_gib": round((db.nbytes + queries.nbytes) / 2**30, 3),
-                               "peak_gib": round(_peak_gib(), 3)}
+                               "peak_gib": round(_peak_gib(), 3),
+                               "path": "bfloat16 filter" if search.uses_bfloat16(case.n_queries) else "float32"}
+    if float32 and figures["path"] != "float32":
+        figures["float32"] = _seconds(repeat, lambda: ExactSearch(db, bfloat16=False).top_k(queries, k))
     if faiss_defaults:  # the same search through faiss's default settings, for comparison
         figures["faiss_defaults"] = _seconds(repeat, lambda: faiss.knn(queries, db, k,
                                                                       metric=faiss.METRIC_INNER_PRODUCT))
@@ -95,10 +100,11 @@ def _seconds(repeat: int, fn: Callable[[], object]) -> dict[str, float]:
 
 
 def run(cases: dict[str, SearchCase] | None = None, k: int = 100, repeat: int = 1,
-        compression: Compression | None = None, faiss_defaults: bool = False) -> dict[str, Any]:
+        compression: Compression | None = None, faiss_defaults: bool = False, float32: bool = False
+        ) -> dict[str, Any]:
     """Figures of each case (default: :data:`CASES`), with the machine and versions."""
     environment = machine()  # before the cases: its load average is the other work on the machine
-    figures = {name: time_case(case, k, repeat, compression, faiss_defaults)
+    figures = {name: time_case(case, k, repeat, compression, faiss_defaults, float32)
                for name, case in (cases or CASES).items()}
     return {"benchmark": "search", "cases": figures, "repeat": repeat,
             "faiss_threads": faiss.omp_get_max_threads(), "environment": environment}
