@@ -772,10 +772,10 @@ def speed_extract(method: str, config_pairs: tuple[str, ...], root: Path | None,
     rates = figures["images_per_s"]
     click.echo(f"{method} on {figures['n_images']} embedded images ({', '.join(figures['image_sizes'])}), "
                f"batch {figures['batch_size']}, {figures['num_workers']} worker(s), {figures['device']}:")
-    for name in ("forward", "pipeline", "one_by_one"):
+    for name in ("forward", "pipeline", "one_by_one", "read"):
         click.echo(f"  {name:<11} {rates[name]:8.1f} images/s")
-    click.echo(f"pipeline / forward: {figures['pipeline_over_forward']:.3f}; one by one / forward: "
-               f"{figures['one_by_one_over_forward']:.3f}")
+    click.echo(f"pipeline / forward: {figures['pipeline_over_forward']:.3f} (reading in the main process caps it "
+               f"at {figures['serial_ceiling']:.3f}); one by one / forward: {figures['one_by_one_over_forward']:.3f}")
     env = figures["environment"]
     click.echo(f"(best of {repeat}; python {env['python']}, torch {env['torch']}, {env['cpus']} CPUs, "
                f"{env['torch_threads']} torch threads, {env['platform']})")

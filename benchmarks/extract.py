@@ -13,6 +13,7 @@ moves batches to the device, runs the model and stores rows: no per-image Python
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,7 +50,8 @@ def load_image(path: Path, protocol: ExtractionProtocol, box: Sequence[float] | 
     """(3, H, W) float32 tensor of one image, cropped, downscaled and normalised per ``protocol``."""
     try:
         with Image.open(path) as opened:
-            image = opened.convert("RGB")
+            opened.load()
+            image = opened if opened.mode == "RGB" else opened.convert("RGB")
     except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt files raise all three
         raise InputError(f"cannot read image ({error})", path) from None
     if box is not None:
@@ -57,11 +59,21 @@ def load_image(path: Path, protocol: ExtractionProtocol, box: Sequence[float] | 
     size = target_size(image.size, protocol.max_size)
     if size != image.size:
         image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
-    # float32 numpy arithmetic: the same IEEE operations as torch's, without torch's thread pool, whose
-    # start-up on such small arrays costs more than the arithmetic (tens of ms on a busy machine)
-    pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
-    normalised = (pixels - np.asarray(protocol.mean, np.float32)) / np.asarray(protocol.std, np.float32)
-    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
+    pixels = np.asarray(image)
+    table = normalisation_table(tuple(protocol.mean), tuple(protocol.std))
+    normalised = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
+    for channel in range(3):  # a lookup per pixel: 3x faster than the arithmetic (it was a third of the time)
+        np.take(table[channel], pixels[:, :, channel], out=normalised[channel])
+    return torch.from_numpy(normalised)
+
+
+@functools.lru_cache(maxsize=8)
+def normalisation_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(3, 256) float32: ``(v / 255 - mean[c]) / std[c]`` for every 8-bit value v, in float32 arithmetic.
+
+    The same IEEE operations as normalising each pixel, so the same bits, computed once per mean and std."""
+    values = np.arange(256, dtype=np.float32)[:, None] / np.float32(255.0)
+    return np.ascontiguousarray(((values - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).T)
 
 
 def _output_size(path: Path, protocol: ExtractionProtocol, box: Sequence[float] | None) -> tuple[int, int]:

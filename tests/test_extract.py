@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from benchmarks import extract as extract_module
 from benchmarks.cli import cli
@@ -20,8 +21,10 @@ from benchmarks.extract import (
     extract_all,
     extract_one_by_one,
     load_image,
+    normalisation_table,
     output_sizes,
 )
+from methods.base import ExtractionProtocol
 from tests.extract_worker import PROTOCOL, TinyEmbed, write_images
 
 
@@ -112,13 +115,37 @@ def test_options_refuse_an_unknown_bad_image_policy() -> None:
 
 
 @pytest.mark.slow
-def test_speed_extract_reports_the_three_rates(embedded_root: Path) -> None:
+def test_speed_extract_reports_the_rates_and_the_serial_ceiling(embedded_root: Path) -> None:
     args = ["speed", "extract", "--root", str(embedded_root), "--images", "6", "--repeat", "1", "--workers", "0",
             "--config", "feature_index=1", "--config", "num_clusters=2", "--json"]
     done = CliRunner().invoke(cli, args)
     assert done.exit_code == 0, done.output
     figures = json.loads(done.output)
     assert figures["n_images"] == 6 and figures["image_sizes"] == ["128x96"] and figures["num_workers"] == 0
-    assert set(figures["images_per_s"]) == {"forward", "pipeline", "one_by_one"}
-    assert figures["pipeline_over_forward"] > 0
+    assert set(figures["images_per_s"]) == {"forward", "pipeline", "one_by_one", "read"}
+    assert figures["pipeline_over_forward"] > 0 and 0 < figures["serial_ceiling"] < 1
     assert {"torch", "cpus", "torch_threads"} <= figures["environment"].keys()
+
+
+def test_the_normalisation_table_is_the_float32_formula_for_every_value() -> None:
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    table = normalisation_table(mean, std)
+    assert table.dtype == np.float32 and table.shape == (3, 256)
+    for channel in range(3):
+        for value in (0, 1, 127, 128, 254, 255):
+            expected = (np.float32(value) / np.float32(255.0) - np.float32(mean[channel])) / np.float32(std[channel])
+            assert table[channel, value] == expected
+    assert table[0, 0] == np.float32(-0.485) / np.float32(0.229)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P"])
+def test_load_image_normalises_each_pixel_by_the_formula(tmp_path: Path, mode: str) -> None:
+    rng = np.random.default_rng(1)
+    path = tmp_path / "image.png"  # lossless: the pixels read are the pixels written
+    Image.fromarray(rng.integers(0, 256, (9, 13, 3), dtype=np.uint8)).convert(mode).save(path)
+    protocol = ExtractionProtocol(max_size=None, scales=(1.0,), mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25))
+    with Image.open(path) as opened:
+        pixels = np.asarray(opened.convert("RGB"), dtype=np.float32)
+    expected = (pixels / np.float32(255.0) - np.asarray(protocol.mean, np.float32)) / np.asarray(protocol.std,
+                                                                                                   np.float32)
+    np.testing.assert_array_equal(load_image(path, protocol).numpy(), expected.transpose(2, 0, 1))

@@ -7,7 +7,10 @@ method with random weights (the default: NetVLAD on a ResNet-18 trunk, which nee
 - pipeline: :func:`benchmarks.extract.extract_all`, from file names to descriptors (headers, decoding and
   resizing in DataLoader workers, batches, transfer, model);
 - one by one: :func:`benchmarks.extract.extract_one_by_one`, read one image, embed it, next, the way most
-  published evaluation code extracts.
+  published evaluation code extracts;
+- read: every image read and normalised (:func:`benchmarks.extract.load_image`), no model: the work a
+  pipeline must hide. Where images are read in the main process (no workers: 2-core CPUs), it adds to the
+  forward, so ``forward / (forward + read)`` is the most the pipeline can reach there (``serial_ceiling``).
 
 The figure of merit is pipeline throughput / forward throughput (1.0: reading images costs nothing). The
 three run back to back in each of ``repeat`` rounds; a ratio is the median over rounds of the ratio within a
@@ -85,10 +88,14 @@ def run(method: str = "netvlad", config: dict[str, Any] | None = NETVLAD_RESNET1
     def one_by_one() -> None:
         extract_one_by_one(model, paths, protocol, device=device)
 
+    def read() -> None:
+        for path in paths:
+            load_image(path, protocol)
+
     forward()  # warm-up: allocator, kernels for each input size
-    timings: dict[str, list[float]] = {"forward": [], "pipeline": [], "one_by_one": []}
+    timings: dict[str, list[float]] = {"forward": [], "pipeline": [], "one_by_one": [], "read": []}
     for _ in range(repeat):
-        for name, fn in (("forward", forward), ("pipeline", pipeline), ("one_by_one", one_by_one)):
+        for name, fn in (("forward", forward), ("pipeline", pipeline), ("one_by_one", one_by_one), ("read", read)):
             timings[name].append(best_of(1, fn))  # each returns descriptors on the CPU: CUDA work is finished
     rate = {name: len(paths) / min(values) for name, values in timings.items()}
     ratio = {name: float(np.median(np.divide(timings["forward"], timings[name]))) for name in timings}
@@ -100,6 +107,8 @@ def run(method: str = "netvlad", config: dict[str, Any] | None = NETVLAD_RESNET1
         "images_per_s": {name: round(value, 2) for name, value in rate.items()},
         "pipeline_over_forward": round(ratio["pipeline"], 3),
         "one_by_one_over_forward": round(ratio["one_by_one"], 3),
+        "serial_ceiling": round(float(np.median([f / (f + r) for f, r in zip(timings["forward"], timings["read"],
+                                                                           strict=True)])), 3),
         "seconds": {name: [round(t, 3) for t in values] for name, values in timings.items()},
         "environment": machine(device),
     }
