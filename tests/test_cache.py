@@ -52,18 +52,21 @@ def test_fill_then_read_memory_mapped(images: list[Path], model: TinyEmbed, tmp_
 def test_an_interrupted_fill_resumes_with_the_same_numbers(images: list[Path], model: TinyEmbed,
                                                             tmp_path: Path) -> None:
     reference = DescriptorCache(tmp_path / "ref", KEY, chunk_rows=3).fill(model, images, PROTOCOL, None, OPTIONS)
-    calls = 0
 
-    def dies_on_the_fourth_batch(batch: torch.Tensor) -> torch.Tensor:
-        nonlocal calls
-        calls += 1
-        if calls == 4 * len(PROTOCOL.scales):
-            raise KeyboardInterrupt
-        return model(batch)
+    class DiesOnTheFourthBatch(torch.nn.Module):  # a module, as the model: the same layout, the same numbers
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, self.calls = model, 0
+
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            if self.calls == 4 * len(PROTOCOL.scales):
+                raise KeyboardInterrupt
+            return self.model(batch)
 
     cache = DescriptorCache(tmp_path / "c", KEY, chunk_rows=3)
     with pytest.raises(KeyboardInterrupt):
-        cache.fill(dies_on_the_fourth_batch, images, PROTOCOL, None, OPTIONS)
+        cache.fill(DiesOnTheFourthBatch(), images, PROTOCOL, None, OPTIONS)
     done = cache.chunks_done()
     assert 0 < done < cache.n_chunks and not cache.complete
     resumed = DescriptorCache(tmp_path / "c", KEY)

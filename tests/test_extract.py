@@ -17,11 +17,12 @@ from benchmarks.errors import InputError
 from benchmarks.extract import (
     ExtractOptions,
     batches_by_size,
+    channels_last,
     extract,
     extract_all,
     extract_one_by_one,
     load_image,
-    normalisation_table,
+    normalise,
     output_sizes,
 )
 from methods.base import ExtractionProtocol
@@ -56,12 +57,16 @@ def test_output_sizes_read_headers_in_workers(images: list[Path], monkeypatch: p
 @pytest.mark.parametrize("workers", [0, 1])
 def test_pipeline_equals_one_image_at_a_time(images: list[Path], model: TinyEmbed, workers: int) -> None:
     simple = extract_one_by_one(model, images, PROTOCOL)
-    # batches of one: the same arithmetic as the simple loop, bit for bit
-    alone = extract_all(model, images, PROTOCOL, None, ExtractOptions(batch_size=1, num_workers=workers))
+    # batches of one through a plain function (contiguous batches): the simple loop's arithmetic, bit for bit, so
+    # 8-bit batches normalised on the device are the images load_image gives
+    alone = extract_all(lambda batch: model(batch), images, PROTOCOL, None,
+                        ExtractOptions(batch_size=1, num_workers=workers))
     np.testing.assert_array_equal(alone.descriptors, simple)
-    # batched: equal up to the float rounding of a batched convolution
-    batched = extract_all(model, images, PROTOCOL, None, ExtractOptions(batch_size=4, num_workers=workers))
-    np.testing.assert_allclose(batched.descriptors, simple, rtol=0, atol=2e-7)
+    # the module in channels_last, batched: equal up to the float rounding of another convolution order
+    for batch_size in (1, 4):
+        batched = extract_all(model, images, PROTOCOL, None, ExtractOptions(batch_size=batch_size,
+                                                                            num_workers=workers))
+        np.testing.assert_allclose(batched.descriptors, simple, rtol=0, atol=2e-7)
     assert batched.skipped == () and batched.descriptors.dtype == np.float32
     assert np.allclose(np.linalg.norm(simple, axis=1), 1, atol=1e-6)
 
@@ -127,15 +132,31 @@ def test_speed_extract_reports_the_rates_and_the_serial_ceiling(embedded_root: P
     assert {"torch", "cpus", "torch_threads"} <= figures["environment"].keys()
 
 
-def test_the_normalisation_table_is_the_float32_formula_for_every_value() -> None:
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    table = normalisation_table(mean, std)
-    assert table.dtype == np.float32 and table.shape == (3, 256)
+def test_normalise_is_the_float32_formula_for_every_value_and_moves_channels_first() -> None:
+    protocol = ExtractionProtocol(max_size=None, scales=(1.0,))  # ImageNet's mean and std
+    values = np.arange(256, dtype=np.uint8)
+    pixels = torch.from_numpy(np.stack([values.reshape(16, 16), values.reshape(16, 16)[::-1], values[::-1]
+                                         .reshape(16, 16)], axis=-1)[None].repeat(2, axis=0))  # (2, 16, 16, 3)
+    out = normalise(pixels, protocol)
+    assert out.shape == (2, 3, 16, 16) and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last)
     for channel in range(3):
-        for value in (0, 1, 127, 128, 254, 255):
-            expected = (np.float32(value) / np.float32(255.0) - np.float32(mean[channel])) / np.float32(std[channel])
-            assert table[channel, value] == expected
-    assert table[0, 0] == np.float32(-0.485) / np.float32(0.229)
+        plane = pixels[..., channel].numpy().astype(np.float32)
+        expected = (plane / np.float32(255.0) - np.float32(protocol.mean[channel])) / np.float32(protocol.std[channel])
+        np.testing.assert_array_equal(out[:, channel].numpy(), expected)
+    assert out[0, 0, 0, 0] == np.float32(-0.485) / np.float32(0.229)
+    np.testing.assert_array_equal(normalise(pixels[1], protocol).numpy(), out[1].numpy())
+
+
+def test_channels_last_converts_a_module_for_the_block_and_puts_it_back() -> None:
+    model = TinyEmbed()
+    before = model.conv.weight.detach().clone()
+    with channels_last(model) as module:
+        assert module and model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+        assert not model.conv.weight.is_contiguous()
+    assert model.conv.weight.is_contiguous() and torch.equal(model.conv.weight, before)
+    with channels_last(lambda batch: batch) as module:
+        assert not module
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "P"])

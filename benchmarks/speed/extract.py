@@ -3,12 +3,13 @@
 On the embedded benchmarks' images (synth_landmarks and synth_places, database and queries, whole), one
 method with random weights (the default: NetVLAD on a ResNet-18 trunk, which needs no download):
 
-- forward: the model alone on tensors loaded beforehand, in the pipeline's batches (images of one size);
+- forward: the model alone on batches read beforehand, the pipeline's (images of one size, 8-bit pixels), with
+  what the pipeline does on the device: normalising, channels_last;
 - pipeline: :func:`benchmarks.extract.extract_all`, from file names to descriptors (headers, decoding and
-  resizing in DataLoader workers, batches, transfer, model);
+  resizing in DataLoader workers, batches, transfer, normalising, model);
 - one by one: :func:`benchmarks.extract.extract_one_by_one`, read one image, embed it, next, the way most
   published evaluation code extracts;
-- read: every image read and normalised (:func:`benchmarks.extract.load_image`), no model: the work a
+- read: every image read (:func:`benchmarks.extract.read_pixels`: decoded, resized), no model: the work a
   pipeline must hide. Where images are read in the main process (no workers: 2-core CPUs), it adds to the
   forward, so ``forward / (forward + read)`` is the most the pipeline can reach there (``serial_ceiling``).
 
@@ -29,11 +30,12 @@ import torch
 from benchmarks.extract import (
     ExtractOptions,
     batches_by_size,
+    channels_last,
     embed_batch,
     extract_all,
     extract_one_by_one,
-    load_image,
     output_sizes,
+    read_pixels,
 )
 from benchmarks.speed import best_of, machine
 from datasets import load_plugins as load_datasets
@@ -73,14 +75,15 @@ def run(method: str = "netvlad", config: dict[str, Any] | None = NETVLAD_RESNET1
     protocol = model.protocol
     options = ExtractOptions(batch_size=batch_size, device=device, num_workers=num_workers)
     batches = batches_by_size(output_sizes(paths, protocol), batch_size)
-    loaded = [torch.stack([load_image(paths[i], protocol) for i in batch]) for batch in batches]
+    loaded = [torch.from_numpy(np.stack([read_pixels(paths[i], protocol) for i in batch])) for batch in batches]
     if device.startswith("cuda"):
-        loaded = [images.pin_memory() for images in loaded]
+        loaded = [pixels.pin_memory() for pixels in loaded]
     target = torch.device(device)
 
     def forward() -> None:
-        for images in loaded:
-            embed_batch(model, images, protocol.scales, target)
+        with channels_last(model) as module:
+            for pixels in loaded:
+                embed_batch(model, pixels, protocol, target, module)
 
     def pipeline() -> None:
         extract_all(model, paths, protocol, None, options)
@@ -90,7 +93,7 @@ def run(method: str = "netvlad", config: dict[str, Any] | None = NETVLAD_RESNET1
 
     def read() -> None:
         for path in paths:
-            load_image(path, protocol)
+            read_pixels(path, protocol)
 
     forward()  # warm-up: allocator, kernels for each input size
     timings: dict[str, list[float]] = {"forward": [], "pipeline": [], "one_by_one": [], "read": []}
