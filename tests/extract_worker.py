@@ -51,6 +51,12 @@ def write_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
+def say(line: str) -> None:
+    """``line`` and its newline in one write to stdout: the ranks of torchrun share the pipe, and a line written
+    in two parts (print does, unbuffered) can be split by the other rank's."""
+    os.write(1, (line + "\n").encode())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=Path, required=True)
@@ -65,12 +71,12 @@ def main() -> None:
         dist.init_process_group("gloo")
     paths = sorted(args.images.glob("*.jpg"))
     cache = DescriptorCache(args.cache, {"n_images": len(paths), "dtype": "float32", "model": "tiny"}, args.chunk_rows)
-    print("ready", flush=True)
+    say("ready")
     extracted = cache.fill(TinyEmbed(sleep=args.sleep).eval(), paths, PROTOCOL, None,
                            ExtractOptions(batch_size=args.batch_size, num_workers=args.workers))
     rank = dist.get_rank() if dist.is_initialized() else 0
     np.save(args.out.with_suffix(f".rank{rank}.npy"), np.asarray(extracted.descriptors))
-    print(json.dumps({"rank": rank, "written": cache.written}), flush=True)
+    say(json.dumps({"rank": rank, "written": cache.written}))
     if dist.is_initialized():
         dist.destroy_process_group()
 
