@@ -301,17 +301,26 @@ def _device(requested: str | None) -> str:
               help="Override a field of the method's training recipe (lr=0.01, cache_refresh=50). Repeatable.")
 @click.option("--name", required=True, help="Weights name, arch.tag (resnet18.synth_places).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write.")
+@click.option("--init", default=None, metavar="NAME|PATH|none",
+              help="The trunk's initialisation (default: the recipe's, e.g. ImageNet VGG-16 for NetVLAD; "
+                   "efficientnet_lite0.in1k works offline; none: timm's random trunk).")
+@click.option("--mirror", "mirrors", multiple=True, metavar="URL_PREFIX", help="Tried first for the initialisation.")
 @_ROOT
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
 def train_command(method: str, dataset: str, split: str, val_split: str | None, steps: int, seed: int,
                   config_pairs: tuple[str, ...], recipe_pairs: tuple[str, ...], name: str, out: Path,
-                  root: Path | None, device: str | None) -> None:
-    """Train METHOD on a dataset's training split; resumable (OUT.state), runs under torchrun as well."""
+                  init: str | None, mirrors: tuple[str, ...], root: Path | None, device: str | None) -> None:
+    """Train METHOD on a dataset's training split from its recipe's initialisation; resumable (OUT.state), runs
+    under torchrun as well."""
     import dataclasses
 
     from benchmarks.data_root import data_root
+    from benchmarks.ids import WEIGHTS_NAME_PATTERN
+    from benchmarks.initialise import settle
+    from datasets.acquire import AcquireOptions
     from methods import load_plugins
     from methods.base import parse_overrides
+    from methods.initialisation import load_initialisation
     from methods.train import TrainOptions, init_distributed
     from methods.training import train_model
     from methods.weights import save_checkpoint
@@ -320,16 +329,28 @@ def train_command(method: str, dataset: str, split: str, val_split: str | None, 
     default_recipe = getattr(cls, "recipe", None)
     if default_recipe is None:
         raise click.UsageError(f"{method} has no training recipe in this suite")
+    if not WEIGHTS_NAME_PATTERN.match(name):
+        raise click.BadParameter(f"{name!r} is not 'arch.tag' in lowercase (e.g. resnet18.synth_places)",
+                                 param_hint="--name")
     try:
-        config = cls.config_class(**parse_overrides(cls.config_class, config_pairs))
-        recipe = dataclasses.replace(default_recipe, **parse_overrides(type(default_recipe), recipe_pairs))
+        overrides = parse_overrides(cls.config_class, config_pairs)
+        recipe_overrides = parse_overrides(type(default_recipe), recipe_pairs)
+        dataclasses.replace(default_recipe, **recipe_overrides)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     import torch
 
     spec, folder_root = _dataset(dataset), data_root(root)
+    start = settle(cls, init, overrides, folder_root, AcquireOptions(mirrors=mirrors))
+    try:
+        config = cls.config_class(**start.config_values)
+    except (TypeError, ValueError) as error:
+        raise click.BadParameter(str(error), param_hint="--config") from None
+    recipe = dataclasses.replace(default_recipe, **{**cls.recipe_for_trunk(config.backbone), **recipe_overrides})
     torch.manual_seed(seed)  # the random initialisation of whatever the method does not load or fit
     model = cls(config)
+    if start.initialisation is not None:
+        load_initialisation(model, start.initialisation)
     state = Path(f"{out}.state")
     validation = None if val_split is None else spec.load(folder_root, val_split)
     report = train_model(model, spec.load(folder_root, split), recipe,
@@ -338,7 +359,8 @@ def train_command(method: str, dataset: str, split: str, val_split: str | None, 
     if init_distributed()[0] != 0:
         return
     digest = save_checkpoint(out, model.cpu(), name, {
-        "trained_on": {"dataset": dataset, "split": split}, "recipe": dataclasses.asdict(recipe), **report})
+        "trained_on": {"dataset": dataset, "split": split}, "recipe": dataclasses.asdict(recipe),
+        "initialisation": start.record(), **report})
     state.unlink(missing_ok=True)
     click.echo(f"{out}: {method} {name}, sha256 {digest}")
 

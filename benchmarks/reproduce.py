@@ -100,7 +100,8 @@ def _sources(file: FileSpec, prefix: str, acquire: AcquireOptions) -> tuple[str,
     return mirrors + (() if acquire.mirror_only else file.urls)
 
 
-def check_fetchable(needed: list[Needed], options: ReproduceOptions, timeout: float = 10.0) -> None:
+def check_fetchable(needed: list[Needed], options: ReproduceOptions, timeout: float = 10.0,
+                    local_flag: str = "--weights PATH") -> None:
     """Probe the sources of the needed files (once per set of hosts: the 1M distractors are 101 files on one
     server); raise one :class:`InputError` naming every file that no source can give."""
     probed: dict[tuple[str, ...], str | None] = {}
@@ -115,17 +116,18 @@ def check_fetchable(needed: list[Needed], options: ReproduceOptions, timeout: fl
     failures = [f"  {what}: {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''} "
                 f"({why})" for (what, why), names in unfetchable.items()]
     if failures:
-        raise InputError(cannot_fetch_message("nothing was downloaded or written", failures, options.data_root))
+        raise InputError(cannot_fetch_message("nothing was downloaded or written", failures, options.data_root,
+                                              local_flag))
 
 
-def cannot_fetch_message(state: str, failures: list[str], data_root: Path) -> str:
+def cannot_fetch_message(state: str, failures: list[str], data_root: Path, local_flag: str = "--weights PATH") -> str:
     return (f"could not fetch what this run needs ({state}):\n" + "\n".join(failures)
             + "\nProvide it in one of three ways:\n"
             "  1. --mirror URL_PREFIX: a copy laid out as the data root (URL_PREFIX/<dataset>/<file>, "
-            "URL_PREFIX/weights/<method>/<file>), e.g. another machine's data root served over HTTP;\n"
+            "URL_PREFIX/weights/<method or init>/<file>), e.g. another machine's data root served over HTTP;\n"
             f"  2. the files already under the data root ({data_root}/<dataset>/<file>, "
-            f"{data_root}/weights/<method>/<file>): they are verified, unpacked and used as if downloaded;\n"
-            "  3. --weights PATH: a local weights file (a checkpoint of this suite, or the released file).")
+            f"{data_root}/weights/<method or init>/<file>): they are verified, unpacked and used as if downloaded;\n"
+            f"  3. {local_flag}: a local weights file (a checkpoint of this suite, or the released file).")
 
 
 def prepare(method: type[RetrievalMethod], datasets: list[DatasetSpec], weights: list[str],

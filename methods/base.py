@@ -81,10 +81,22 @@ class RetrievalMethod(nn.Module, abc.ABC):
     config_class: ClassVar[type[Config]]
     weights: ClassVar[Mapping[str, WeightsSpec]]
     protocol: ExtractionProtocol  # the class's; an instance holds its own where its weights expect other mean/std
+    # backbone -> the initialisation (methods.initialisation) its recipe starts from: the paper's, and variants
+    initialisations: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__()
         self.config = config if config is not None else self.config_class()
+
+    @classmethod
+    def config_for_trunk(cls, backbone: str) -> dict[str, Any]:
+        """The Config fields a trunk needs (an initialisation's ``backbone``, and what goes with it)."""
+        return {"backbone": backbone}
+
+    @classmethod
+    def recipe_for_trunk(cls, backbone: str) -> dict[str, Any]:
+        """Recipe fields that name parts of the trunk (which layers train), for ``backbone``."""
+        return {}
 
     @property
     @abc.abstractmethod

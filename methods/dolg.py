@@ -79,6 +79,8 @@ class DOLGMethod(RetrievalMethod):
     # Nesterov momentum 0.9, weight decay 1e-4, learning rate 0.01 on a cosine over 100 epochs after 5 of
     # warm-up; 64 images a batch, 224 x 224 random crops with flips.
     recipe: ClassVar[ClassificationRecipe] = ClassificationRecipe(lr=0.01)
+    # The official training starts from pycls's ImageNet ResNets (README: TRAIN.WEIGHTS R-101-1x64d_dds_8gpu.pyth).
+    initialisations = {"resnet50": "resnet50.in1k_pycls", "resnet101": "resnet101.in1k_pycls"}
     weights = {
         "resnet50.gldv2": _released("r50_dolg_512.pt",
                                     "d5548bc7daa330b9396607411160b3c33cd2f0acc00f21daae849f390534d991", 50),

@@ -109,8 +109,26 @@ class NetVLADMethod(VLADMethod):
     recipe = TripletRecipe(mining="places", margin=0.1, lr=1e-4, momentum=0.9, weight_decay=1e-3,
                              tuples_per_batch=4, n_negatives=10, n_sampled_negatives=1000, cache_refresh=1000,
                              lr_halving_epochs=5, train_from="features_24")
+    # The authors trained from MatConvNet's imagenet-vgg-verydeep-16; the suite starts from torchvision's ImageNet
+    # VGG-16 as the PyTorch re-implementations do (pytorch-NetVlad, Patch-NetVLAD): the same architecture and
+    # training data, a file in torchvision's layout read by timm's VGG-16 key for key, and the RGB ImageNet
+    # mean/std that those re-implementations' released NetVLAD weights expect.
+    initialisations = {"vgg16": "vgg16.in1k_torchvision"}
     weights = {"vgg16.pitts30k": _released("Pitts30K_struct.mat", "vd16_pitts30k_conv5_3_vlad_preL2_intra_white"),
                "vgg16.tokyotm": _released("TokyoTM_struct.mat", "vd16_tokyoTM_conv5_3_vlad_preL2_intra_white")}
+
+    @classmethod
+    def config_for_trunk(cls, backbone: str) -> dict[str, Any]:
+        """conv5_3 before its ReLU is VGG's crop; other trunks give their last map as it is."""
+        return {"backbone": backbone, "drop_final_relu": backbone.startswith("vgg")}
+
+    @classmethod
+    def recipe_for_trunk(cls, backbone: str) -> dict[str, Any]:
+        """The paper trains conv5 (from conv5_1): the trunk's last stage, whatever the trunk."""
+        last_stage = {"vgg16": "features_24", "efficientnet_lite0": "blocks.5"}
+        if backbone in last_stage:
+            return {"train_from": last_stage[backbone]}
+        return {"train_from": "layer4"} if backbone.startswith(("resnet", "resnext")) else {}
 
     @classmethod
     def convert_weights(cls, path: Path, config: Config) -> RetrievalMethod:

@@ -48,7 +48,7 @@ PAPER_GRID_ASPECT = 1024 / 768
 
 @dataclass(frozen=True)
 class REMAPConfig(Config):
-    backbone: str = "resnext101_32x4d"  # the paper's ResNeXt-101 (cardinality and width not read)
+    backbone: str = "resnext101_32x8d"  # the paper's ImageNet ResNeXt-101 (see REMAPMethod.initialisations)
     layers: tuple[int, ...] = (4, 3)    # backbone feature indices, one stream each: "layer 1" (the last) first
     region_levels: int = 4              # S: 40 regions per stream on the 4:3 grid (Table I's best)
     grid_aspect: float = PAPER_GRID_ASPECT
@@ -84,6 +84,11 @@ class REMAPMethod(RetrievalMethod):
     # distances) on class-labelled triplets mined as MSCFP's Algorithm 1 (the paper trains on a landmarks set).
     recipe = TripletRecipe(mining="classes", margin=0.1, optimizer="adam", lr=1e-5, tuples_per_batch=32,
                            cache_refresh=8, mining_classes=512, mining_batch=2048, rank_threshold=20)
+    # The paper starts from an ImageNet ResNeXt-101 and also reports a ResNet-101 variant; it names neither file nor
+    # cardinality. Guess, stated: torchvision's ImageNet ResNeXt-101 32x8d and ResNet-101, the PyTorch ImageNet
+    # models of those depths public when the paper was written.
+    initialisations = {"resnext101_32x8d": "resnext101_32x8d.in1k_torchvision",
+                       "resnet101": "resnet101.in1k_torchvision"}
     weights: ClassVar[dict[str, WeightsSpec]] = {}  # no public weights: trained by the user
 
     config: REMAPConfig

@@ -219,14 +219,19 @@ def _learning_rate(recipe: TripletRecipe, epochs: float) -> float:
 
 
 def _trainable_parameters(model: Any, train_from: str) -> list[nn.Parameter]:
-    """Freeze the backbone children before ``train_from`` and the fitted whitening; the rest trains."""
-    names = [name for name, _ in model.backbone.named_children()]
-    if train_from not in ("", FROZEN_BACKBONE, *names):
-        raise ValueError(f"train_from {train_from!r} is not a backbone child, '' or {FROZEN_BACKBONE!r}; "
-                         f"children: {names}")
-    frozen = names if train_from == FROZEN_BACKBONE else names[:names.index(train_from)] if train_from else []
-    for name, child in model.backbone.named_children():
-        child.requires_grad_(name not in frozen)
+    """Freeze the backbone's parameters that come before module ``train_from`` (a child such as ``layer4``, or a
+    deeper one such as ``blocks.5``) and the fitted whitening; the rest trains."""
+    names = [name for name, _ in model.backbone.named_parameters()]
+    if train_from in ("", FROZEN_BACKBONE):
+        first = len(names) if train_from == FROZEN_BACKBONE else 0
+    else:
+        first = next((i for i, name in enumerate(names) if name.startswith(f"{train_from}.")), -1)
+        if first < 0:
+            children = [name for name, _ in model.backbone.named_children()]
+            raise ValueError(f"train_from {train_from!r} is not a module of the backbone with parameters, '' or "
+                             f"{FROZEN_BACKBONE!r}; its children: {children}")
+    for index, (_, parameter) in enumerate(model.backbone.named_parameters()):
+        parameter.requires_grad_(index >= first)
     if model.whitening is not None:
         model.whitening.requires_grad_(False)
     return [p for p in model.parameters() if p.requires_grad]
