@@ -64,8 +64,8 @@ class GeMMethod(RetrievalMethod):
     # The README's command for the TPAMI network (cirtorch/examples/train.py): contrastive loss, margin 0.85, Adam
     # lr 5e-7 (the script's default is 1e-6; the README lowered it to match the MatConvNet training), weight decay
     # 1e-6, lr * exp(-0.01) per epoch, 5 tuples a batch of 1 query + 1 positive + 5 negatives, re-mined every
-    # epoch for 2000 queries from a pool of 20000 images, 362-pixel training images. Here tuples come from the
-    # suite's class mining (one hard negative per tuple), not from SfM clusters with 5 negatives.
+    # epoch for 2000 queries from a pool of 22000 images (the script's default 20000), 362-pixel training images.
+    # Here tuples come from the suite's class mining (one hard negative per tuple), not SfM clusters with 5.
     recipe: ClassVar[TripletRecipe] = TripletRecipe(
         mining="classes", loss="contrastive", margin=0.85, optimizer="adam", lr=5e-7, weight_decay=1e-6,
         lr_decay=0.01, tuples_per_batch=5, n_negatives=5, cache_refresh=400, mining_batch=2000)
@@ -220,7 +220,8 @@ def convert_cirtorch_checkpoint(cls: type[GeMMethod], payload: Mapping[str, Any]
     shapes = sorted(f"{t}: file {tuple(state[t].shape)} vs model {tuple(own[o].shape)}"
                     for o, t in names.items() if t in state and state[t].shape != own[o].shape)
     problems = ([f"missing: {', '.join(missing)}"] if missing else []) \
-        + ([f"unused: {', '.join(unused)}"] if unused else []) + ([f"shape mismatch: {'; '.join(shapes)}"] if shapes else [])
+        + ([f"unused: {', '.join(unused)}"] if unused else []) \
+        + ([f"shape mismatch: {'; '.join(shapes)}"] if shapes else [])
     if problems:
         raise InputError("the released GeM network does not match the model:\n  " + "\n  ".join(problems), source)
     converted = {**model.state_dict(), **{o: state[t] for o, t in names.items() if t in state}}
