@@ -50,3 +50,13 @@ class ArcFace(torch.nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of the batch."""
         return F.cross_entropy(self.logits(embeddings, labels), labels)
+
+
+def contrastive_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
+                     margin: float = 0.7, eps: float = 1e-6) -> torch.Tensor:
+    """0.5 d(a, p)^2 + sum_j 0.5 max(0, margin - d(a, n_j))^2 for one tuple: anchor (D,), positive (D,), negatives
+    (M, D); d the Euclidean distance (Radenovic et al., TPAMI 2018, eq. 4). As in the authors' code, ``eps`` is
+    added to each difference before the norm, which keeps the gradient finite when two descriptors coincide."""
+    positive_distance = (anchor - positive + eps).pow(2).sum().sqrt()
+    negative_distances = (anchor[None] - negatives + eps).pow(2).sum(dim=1).sqrt()
+    return 0.5 * positive_distance.pow(2) + 0.5 * torch.relu(margin - negative_distances).pow(2).sum()

@@ -12,6 +12,7 @@ descriptors of sampled training images (k-means); after the last it fits what is
 from __future__ import annotations
 
 import io
+import math
 import logging
 import os
 import time
@@ -31,12 +32,13 @@ from benchmarks.extract import extract, load_image
 from benchmarks.metrics import recall_at_n
 from benchmarks.search import top_k_by_inner_product
 from datasets.base import ClassLabels, LoadedDataset, PlaceGroundTruth
-from methods.losses import triplet_loss
+from methods.losses import contrastive_loss, triplet_loss
 from methods.mining import PlaceMiner, mscfp_triplets, sample_mining_batch
 
 log = logging.getLogger(__name__)
 
 MINING = ("places", "classes")
+LOSSES = {"triplet": triplet_loss, "contrastive": contrastive_loss}
 FROZEN_BACKBONE = "none"  # train_from value that keeps the whole backbone fixed (only the pooling trains)
 
 
@@ -46,7 +48,8 @@ class TripletRecipe:
 
     mining: str                         # "places": GPS tuples (NetVLAD); "classes": MSCFP Algorithm 1
     lr: float
-    margin: float = 0.1                 # on squared Euclidean distances
+    margin: float = 0.1                 # triplet: on squared Euclidean distances; contrastive: on distances
+    loss: str = "triplet"               # a key of LOSSES
     optimizer: str = "sgd"              # "sgd" (with momentum) or "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -55,6 +58,7 @@ class TripletRecipe:
     n_sampled_negatives: int = 1000     # places: random definite negatives considered per query
     cache_refresh: int = 1000           # places: queries per round; classes: at most steps per round (mining period)
     lr_halving_epochs: int | None = None  # halve lr every this many epochs (passes over the training queries)
+    lr_decay: float = 0.0               # and multiply it by exp(-lr_decay) every epoch (GeM: 0.01)
     train_from: str = ""                # backbone children before this one stay frozen ("": all train; "none": none)
     mining_classes: int = 512           # classes: k
     mining_batch: int = 2048            # classes: images embedded per mining
@@ -69,6 +73,8 @@ class TripletRecipe:
             raise ValueError(f"mining must be one of {MINING}, got {self.mining!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,8 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
 
     ``model`` is an nn.Module with ``protocol``, ``backbone``, ``whitening`` (or None) and the methods
     ``local_descriptors``, ``aggregate`` (what the loss sees), ``initialise(local_sample, seed)`` and
-    ``finalise(training_embeddings)``, as ``methods.netvlad.VLADMethod`` has; a model that initialises from
+    ``finalise(training_embeddings)``, as ``methods.netvlad.VLADMethod`` has (``finalise(training_embeddings,
+    labels)`` where ``finalise_with_labels`` is true: GeM's learned whitening); a model that initialises from
     something else says what through ``initialisation_input`` (see :func:`_initialisation_input`).
     """
     started = time.perf_counter()
@@ -152,8 +159,7 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
             if step >= options.steps:
                 break
             batch = tuples[start:start + recipe.tuples_per_batch]
-            losses.append(_step(trained, model, batch[rank::world], len(batch), recipe.margin, optimiser, device,
-                                recipe.frozen_batchnorm))
+            losses.append(_step(trained, model, batch[rank::world], len(batch), recipe, optimiser, device))
             step += 1
         round_index += 1
         report["round_losses"].append(float(np.mean(losses)) if losses else None)
@@ -176,7 +182,9 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
         report["selected_step"] = max(report["validation"], key=lambda v: v["recall@5"])["step"]
     if rank == 0:
         db_embeddings = _embed(model, split.db_paths, recipe.batch_size, device, 0, 1)
-        report["finalisation"] = model.finalise(db_embeddings)
+        labels = getattr(split.ground_truth, "labels", None)  # a model that learns from classes takes them
+        report["finalisation"] = (model.finalise(db_embeddings, np.asarray(labels))
+                                  if getattr(model, "finalise_with_labels", False) else model.finalise(db_embeddings))
     report.update(steps=step, rounds=round_index, seed=options.seed, processes=world,
                   wall_time_s=round(time.perf_counter() - started, 3))
     return report
@@ -212,10 +220,10 @@ def _epochs_before(round_index: int, recipe: TripletRecipe, miner: PlaceMiner | 
 
 
 def _learning_rate(recipe: TripletRecipe, epochs: float) -> float:
-    """The recipe's lr, halved every ``lr_halving_epochs`` completed epochs (NetVLAD: every 5)."""
-    if not recipe.lr_halving_epochs:
-        return recipe.lr
-    return recipe.lr * 0.5 ** int(epochs // recipe.lr_halving_epochs)
+    """The recipe's lr, halved every ``lr_halving_epochs`` completed epochs (NetVLAD: every 5) and decayed by
+    ``exp(-lr_decay)`` per completed epoch (GeM)."""
+    halvings = int(epochs // recipe.lr_halving_epochs) if recipe.lr_halving_epochs else 0
+    return recipe.lr * 0.5 ** halvings * math.exp(-recipe.lr_decay * int(epochs))
 
 
 def _trainable_parameters(model: Any, train_from: str) -> list[nn.Parameter]:
@@ -331,14 +339,14 @@ def _embed(model: Any, paths: Sequence[Path], batch_size: int, device: torch.dev
     return out
 
 
-def _step(trained: nn.Module, model: Any, batch: Sequence[_Tuple], n_in_batch: int, margin: float,
-          optimiser: torch.optim.Optimizer, device: torch.device, frozen_batchnorm: bool) -> float:
+def _step(trained: nn.Module, model: Any, batch: Sequence[_Tuple], n_in_batch: int, recipe: TripletRecipe,
+          optimiser: torch.optim.Optimizer, device: torch.device) -> float:
     """One optimiser step on this process's tuples; the loss is the mean over the whole batch's tuples."""
     model.train()
     for child in model.backbone.children():
         if not any(p.requires_grad for p in child.parameters()):
             child.eval()  # frozen layers keep their batch-norm statistics
-    if frozen_batchnorm:
+    if recipe.frozen_batchnorm:
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
@@ -348,7 +356,7 @@ def _step(trained: nn.Module, model: Any, batch: Sequence[_Tuple], n_in_batch: i
     offset = 0
     for t in batch:
         rows = embedded[offset:offset + len(t.images)]
-        loss = loss + triplet_loss(rows[0], rows[1], rows[2:], margin)
+        loss = loss + LOSSES[recipe.loss](rows[0], rows[1], rows[2:], recipe.margin)
         offset += len(t.images)
     world = dist.get_world_size() if dist.is_initialized() else 1
     loss = loss * world / n_in_batch  # DDP averages gradients over processes
