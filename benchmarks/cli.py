@@ -12,6 +12,7 @@ from typing import Any
 import click
 import numpy as np
 
+from benchmarks.cli_extract import extract_command
 from benchmarks.errors import InputError
 
 
@@ -801,6 +802,9 @@ def speed_extract(method: str, config_pairs: tuple[str, ...], root: Path | None,
     env = figures["environment"]
     click.echo(f"(best of {repeat}; python {env['python']}, torch {env['torch']}, {env['cpus']} CPUs, "
                f"{env['torch_threads']} torch threads, {env['platform']})")
+
+
+cli.add_command(extract_command)
 
 
 def main() -> None:

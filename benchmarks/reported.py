@@ -95,6 +95,7 @@ def load_reported(path: str | Path) -> ReportedTable:
     keys = [(e.table, tuple(sorted(e.variant.items())), e.dataset, e.protocol, e.metric) for e in parsed]
     for i, first in enumerate(keys.index(key) for key in keys):
         _require(first == i, f"entries[{i}] duplicates entry {first} (table, variant, dataset, protocol, metric)", path)
+    _check_collisions(parsed, path)
     reproductions = data.get("reproductions", [])
     _require(isinstance(reproductions, list), "reproductions must be a list", path)
     return ReportedTable(method=method, paper=_paper(data["paper"], path), entries=parsed,
@@ -107,6 +108,20 @@ def load_reported(path: str | Path) -> ReportedTable:
 def load_all(directory: str | Path = REPORTED_DIR) -> list[ReportedTable]:
     """Every ``*.yaml`` in ``directory``, validated, in file-name order."""
     return [load_reported(path) for path in sorted(Path(directory).glob("*.yaml"))]
+
+
+def _check_collisions(entries: tuple[ReportedEntry, ...], path: Path) -> None:
+    """Entries of different tables with the same variant, dataset, protocol and metric must print the same value:
+    otherwise the variant lacks the field that tells the two settings apart (a result would match both)."""
+    seen: dict[tuple[Any, ...], int] = {}
+    for i, entry in enumerate(entries):
+        key = (tuple(sorted(entry.variant.items())), entry.dataset, entry.protocol, entry.metric)
+        first = seen.setdefault(key, i)
+        other = entries[first]
+        _require(other.value == entry.value,
+                 f"entries[{i}] ({entry.table}, {entry.value:g}) and entries[{first}] ({other.table}, {other.value:g}) "
+                 "have the same variant, dataset, protocol and metric but different values: add the field that "
+                 "tells them apart to the variant", path)
 
 
 def _require(condition: bool, message: str, path: Path) -> None:

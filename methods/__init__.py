@@ -9,8 +9,8 @@ from methods.base import RetrievalMethod
 
 METHODS: Registry[type[RetrievalMethod]] = Registry("method")
 
-SHARED_MODULES = frozenset({"base", "layers", "losses", "mining", "train", "train_classification",
-                            "training", "weights"})
+SHARED_MODULES = frozenset({"base", "layers", "losses", "mining", "patchnetvlad_weights", "train",
+                            "train_classification", "training", "weights"})
 
 
 def load_plugins() -> Registry[type[RetrievalMethod]]:

@@ -7,7 +7,9 @@ larger ones (Tokyo 24/7 queries) are downscaled to at most 640 on the long side.
 
 Released weights: the authors' MatConvNet models, as exported to plain MATLAB structs (``net.layers``: the
 13 VGG-16 convolutions, the VLAD layer holding the assignment weights and the *negated* centroids, then the
-whitening as a 1 x 1 convolution) and hosted for hloc; converted by :func:`convert_matconvnet_struct`.
+whitening as a 1 x 1 convolution) and hosted for hloc; converted by :func:`convert_matconvnet_struct`. Also the
+NetVLAD models released with Patch-NetVLAD (``vgg16.patchnetvlad_{pitts,mapillary}_{128,512,4096}``, ImageNet
+input normalisation), converted by :func:`convert_patchnetvlad` (see :mod:`methods.patchnetvlad_weights`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from methods.base import Config, ExtractionProtocol, RetrievalMethod, WeightsSpe
 from methods.layers.backbone import create_backbone, feature_channels
 from methods.layers.netvlad import NetVLAD, kmeans
 from methods.layers.whitening import PCAWhitening
+from methods.patchnetvlad_weights import fill_from_release, patchnetvlad_weights, read_release
 from methods.train import TripletRecipe
 
 
@@ -115,7 +118,8 @@ class NetVLADMethod(VLADMethod):
     # mean/std that those re-implementations' released NetVLAD weights expect.
     initialisations = {"vgg16": "vgg16.in1k_torchvision"}
     weights = {"vgg16.pitts30k": _released("Pitts30K_struct.mat", "vd16_pitts30k_conv5_3_vlad_preL2_intra_white"),
-               "vgg16.tokyotm": _released("TokyoTM_struct.mat", "vd16_tokyoTM_conv5_3_vlad_preL2_intra_white")}
+               "vgg16.tokyotm": _released("TokyoTM_struct.mat", "vd16_tokyoTM_conv5_3_vlad_preL2_intra_white"),
+               **patchnetvlad_weights()}
 
     @classmethod
     def config_for_trunk(cls, backbone: str) -> dict[str, Any]:
@@ -133,7 +137,28 @@ class NetVLADMethod(VLADMethod):
     @classmethod
     def convert_weights(cls, path: Path, config: Config) -> RetrievalMethod:
         assert isinstance(config, NetVLADConfig)
-        return convert_matconvnet_struct(cls, path, config)
+        if _is_mat_file(path):
+            return convert_matconvnet_struct(cls, path, config)
+        return convert_patchnetvlad(cls, path, config)
+
+
+def _is_mat_file(path: Path) -> bool:
+    """MATLAB's .mat files (v5 and the HDF5-based v7.3) open with a text header "MATLAB ..."."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(6) == b"MATLAB"
+    except OSError as error:
+        raise InputError(f"cannot read weights file ({error})", path) from None
+
+
+def convert_patchnetvlad(cls: type[VLADMethod], path: Path, config: NetVLADConfig) -> VLADMethod:
+    """``cls`` holding Patch-NetVLAD's released NetVLAD (:mod:`methods.patchnetvlad_weights`); K, the whitening
+    size and the assignment bias come from the file."""
+    release = read_release(path)
+    model = cls(dataclasses.replace(config, num_clusters=release.num_clusters, whiten_dim=release.num_pcs,
+                                    assignment_bias=release.assignment_bias is not None))
+    fill_from_release(model, release, path)
+    return model
 
 
 def _array(value: Any) -> np.ndarray:

@@ -94,6 +94,48 @@ def test_mscfp_reports_original_oxford_paris_and_holidays(committed):
     assert any("ROxford5k" in line for line in mscfp.not_read) and mscfp.notes
 
 
+def test_mscfp_tables_1_and_3_differ_by_test_resolution(committed):
+    mscfp = committed["mscfp"]
+    both = entries(mscfp, table="Table 1", dataset="holidays", local_pooling="2x2+3x3")
+    ours = entries(mscfp, table="Table 3", dataset="holidays")
+    assert [(e.variant["test_resolutions"], e.value) for e in both + ours] == [("336", 92.3), ("224+336+504", 93.2)]
+    same_as_table2 = entries(mscfp, table="Table 2", dataset="holidays", test_resolutions="224+336+504")
+    assert [e.value for e in same_as_table2] == [93.2]
+
+
+def test_remap_abstract_holidays_is_the_rotated_figure(committed):
+    remap = committed["remap"]
+    abstract = {(e.dataset, e.variant["holidays_rotated"]): e.value for e in entries(remap, table="Abstract")}
+    assert abstract == {("holidays", True): 95.5, ("oxford5k", False): 91.5, ("mpeg", False): 80.1}
+    table6 = {e.variant["holidays_rotated"]: e.value
+              for e in entries(remap, table="Table VI", dataset="holidays", reranking=False)}
+    assert table6 == {False: 92.0, True: 95.5}
+
+
+def test_dolg_paper_tables_are_uncropped_and_the_readme_gives_the_cropped_rows(committed):
+    dolg = committed["dolg"]
+    paper = [e for e in dolg.entries if e.table != "official README"]
+    assert paper and all(e.variant["query_crop"] is False for e in paper)
+    easy = {(e.dataset, e.variant["backbone"]): e.value for e in entries(dolg, metric="map_easy")}
+    assert easy == {("roxford5k", "resnet50"): 93.17, ("rparis6k", "resnet50"): 95.95}
+    cropped = {e.value for e in entries(dolg, table="official README", backbone="resnet50", query_crop=True,
+                                        dataset="roxford5k")}
+    assert cropped == {81.2, 62.55}
+    (r50,) = [r for r in dolg.reproductions if r.weights == "resnet50.gldv2"]
+    assert not any(r50.covers(e) for e in paper)
+
+
+def test_netvlad_full_size_retrieval_as_quoted(committed):
+    quoted = {(e.dataset, e.variant.get("query_crop"), e.variant.get("holidays_rotated")): e.value
+              for e in entries(committed["netvlad"], table="Quoted full-size", dimension=4096)}
+    assert quoted == {("oxford5k", True, None): 71.6, ("paris6k", True, None): 79.7, ("holidays", None, True): 87.5}
+    assert all(e.confidence == "quoted_by_third_party" for e in entries(committed["netvlad"], dimension=4096))
+
+
+def test_committed_entry_count(committed):
+    assert sum(len(table.entries) for table in committed.values()) == 154
+
+
 def test_valid_file_round_trip(tmp_path):
     second = {**ENTRY, "variant": {**ENTRY["variant"], "query_crop": True}, "tolerance": 0.5, "note": "crop"}
     table = load_reported(write(tmp_path, {**DOCUMENT, "entries": [ENTRY, second]}))
@@ -130,6 +172,10 @@ INVALID: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "bad difficulty": (entry_with(metric="map_extreme"), r"entries\[0\]\.metric"),
     "bad confidence": (entry_with(confidence="read_it"), r"entries\[0\]\.confidence must be one of"),
     "duplicate entry": (lambda d: d["entries"].append(copy.deepcopy(ENTRY)), r"entries\[1\] duplicates entry 0"),
+    "same key, other table, other value": (
+        lambda d: d["entries"].append({**copy.deepcopy(ENTRY), "table": "Table 3", "value": 85.0}),
+        r"entries\[1\] \(Table 3, 85\) and entries\[0\] \(Table 1, 84\.1\) have the same variant, dataset, "
+        r"protocol and metric but different values"),
     "method is not the file stem": (lambda d: d.update(method="other"), r"'other' must equal the file name 'toy'"),
     "missing source": (drop_entry_field("source"), r"entries\[0\] lacks source"),
     "empty source read in paper": (entry_with(source="  "), r"entries\[0\]\.source must be a non-empty string"),
