@@ -4,17 +4,20 @@ extraction resumes where it stopped, read memory-mapped, shared safely by concur
 The key is the sha256 of everything that changes a descriptor: method name and config, weights sha256,
 extraction protocol (sizes, scales, mean/std, whether queries are cropped), the arithmetic (fp32, or bf16
 autocast on CUDA), the storage dtype, and the image manifest (each image's name relative to the data root,
-its size in bytes and its crop box, in order). A directory's ``key.json`` records the key's fields; a cache
-directory whose record differs is refused with the differing fields named.
+the sha256 of its contents (:mod:`benchmarks.file_digests`) and its crop box, in order). A directory's
+``key.json`` records the key's fields; a cache directory whose record differs is refused with the differing
+fields named. Every stored artefact is verified when read: a chunk by its checksum, identity, dtype, shape and
+finiteness (:mod:`benchmarks.cache_chunks`), the merged file by the sha256 ``complete.json`` records; what
+fails is extracted again, with a warning.
 
 Layout of one directory::
 
     key.json            the key's fields and the chunk length (the first run fixes it)
-    chunks/000012.npz   rows [12 * chunk_rows, 13 * chunk_rows): descriptors and skipped indices, written
-                        atomically (temporary file, fsync, rename): a chunk file is complete or absent
+    chunks/000012.npz   rows [12 * chunk_rows, 13 * chunk_rows): descriptors, skipped indices, identity and
+                        checksum, written atomically (temporary file, fsync, rename): a chunk file is complete or absent
     chunks/000012.lock  flock held by the process extracting chunk 12; concurrent runs take other chunks
     descriptors.npy     (N, D) once every chunk is there (merged under merge.lock), read memory-mapped
-    complete.json       written last (shape, dtype, skipped images): its presence marks the cache complete
+    complete.json       written last (shape, dtype, sha256, skipped images): its presence marks the cache complete
 
 Under torchrun each rank extracts chunks ``rank::world``; after a barrier rank 0 merges, and after a second
 barrier every rank reads the merged file, which is identical to a single process's.
@@ -22,7 +25,6 @@ barrier every rank reads the merged file, which is identical to a single process
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -34,6 +36,7 @@ import numpy as np
 import torch.distributed as dist
 
 from benchmarks.atomic import atomic_write_bytes, atomic_write_text
+from benchmarks.cache_chunks import BadChunk, array_sha256, chunk_identity, decode_chunk, encode_chunk
 from benchmarks.data_root import name_under
 from benchmarks.errors import InputError
 from benchmarks.extract import (
@@ -46,27 +49,26 @@ from benchmarks.extract import (
     output_sizes,
     run_batches,
 )
+from benchmarks.file_digests import file_digests
 from benchmarks.locks import try_lock, wait_lock
 from methods.base import ExtractionProtocol
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: images keyed by content, chunks checksummed
 CACHE_DTYPES = ("float32", "float16")
 DEFAULT_CHUNK_ROWS = 1024
 
 
 def images_sha256(paths: Sequence[Path], boxes: np.ndarray | None, data_root: Path) -> str:
-    """Digest of the ordered image list: names relative to ``data_root``, sizes in bytes ("missing" for a file
-    that is not there: extraction then names it, or skips it under ``--on-bad-image skip``), crop boxes."""
+    """Digest of the ordered image list: names relative to ``data_root``, the sha256 of each file's contents
+    ("missing" for a file that cannot be read: extraction then names it, or skips it under ``--on-bad-image
+    skip``; remembered in ``<data_root>/cache/file-sha256.sqlite``), crop boxes."""
     digest = hashlib.sha256()
-    for i, path in enumerate(paths):
+    contents = file_digests(paths, data_root / "cache" / "file-sha256.sqlite")
+    for i, (path, content) in enumerate(zip(paths, contents, strict=True)):
         box = "" if boxes is None else ",".join(repr(float(v)) for v in boxes[i])
-        try:
-            size: int | str = path.stat().st_size
-        except FileNotFoundError:
-            size = "missing"
-        digest.update(f"{name_under(path, data_root)}\t{size}\t{box}\n".encode())
+        digest.update(f"{name_under(path, data_root)}\t{content}\t{box}\n".encode())
     return digest.hexdigest()
 
 
@@ -102,7 +104,7 @@ class DescriptorCache:
     """One cache directory for one key; ``fill`` extracts what is missing and returns the descriptors."""
 
     def __init__(self, directory: Path, key: dict[str, Any], chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
-        self.directory, self.key = Path(directory), key
+        self.directory, self.key, self.digest = Path(directory), key, key_digest(key)
         self.n, self.dtype = int(key["n_images"]), str(key["dtype"])
         try:
             (self.directory / "chunks").mkdir(parents=True, exist_ok=True)
@@ -149,15 +151,18 @@ class DescriptorCache:
         if len(paths) != self.n or not paths:
             raise ValueError(f"{len(paths)} paths for a cache of {self.n} images")
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        if not self.complete:
-            self._extract_chunks(list(range(self.n_chunks))[rank::world], embed, paths, protocol, boxes, options)
+        intact = self.complete and self._drop_if_damaged()
+        if not intact:
+            mine = list(range(self.n_chunks))[rank::world]
+            self._drop_bad_chunks(mine)
+            self._extract_chunks(mine, embed, paths, protocol, boxes, options)
         if world > 1:
             dist.barrier()
         if rank == 0:
             self._merge()
         if world > 1:
             dist.barrier()
-        return self.read(paths, options.on_bad_image)
+        return self._open(paths, options.on_bad_image) if intact else self.read(paths, options.on_bad_image)
 
     def _extract_chunks(self, chunks: list[int], embed: Embed, paths: Sequence[Path], protocol: ExtractionProtocol,
                         boxes: np.ndarray | None, options: ExtractOptions) -> None:
@@ -223,25 +228,56 @@ class DescriptorCache:
                 self._write_chunk(c, buffer, skipped[c], held)
 
     def _write_chunk(self, c: int, descriptors: np.ndarray, skipped: list[int], held: dict[int, int]) -> None:
-        buffer = io.BytesIO()
-        np.savez(buffer, descriptors=descriptors.astype(self.dtype), skipped=np.asarray(sorted(skipped), np.int64))
-        atomic_write_bytes(self._chunk(c), buffer.getvalue())
+        identity = chunk_identity(self.digest, c * self.chunk_rows, len(self._rows(c)))
+        atomic_write_bytes(self._chunk(c), encode_chunk(descriptors.astype(self.dtype),
+                                                        np.asarray(sorted(skipped), np.int64), identity))
         os.close(held.pop(c))
         self.written += 1
         log.debug("wrote chunk %d of %d in %s", c + 1, self.n_chunks, self.directory)
 
     def _load_chunk(self, c: int) -> tuple[np.ndarray, np.ndarray]:
-        path = self._chunk(c)
+        """(descriptors, skipped indices) of verified chunk ``c``; raises :class:`BadChunk`."""
+        return decode_chunk(self._chunk(c), self.digest, c * self.chunk_rows, len(self._rows(c)), self.dtype)
+
+    def _drop_bad_chunks(self, chunks: list[int]) -> None:
+        """Delete, with a warning, each of ``chunks`` on disk that fails verification: it is extracted again."""
+        for c in chunks:
+            if self._chunk(c).exists():
+                try:
+                    self._load_chunk(c)
+                except BadChunk as why:
+                    log.warning("%s: cache chunk %s; extracting its images again", self._chunk(c), why)
+                    self._chunk(c).unlink(missing_ok=True)
+
+    def _damage(self) -> str | None:
+        """Why the merged cache cannot be used (None when its record, shape, dtype, sha256 and values hold)."""
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                descriptors, skipped = npz["descriptors"], npz["skipped"]
-        except Exception as error:  # numpy raises many types on a damaged file
-            raise InputError(f"damaged cache chunk ({type(error).__name__}: {error}); delete it and rerun", path) \
-                from None
-        if descriptors.shape[0] != len(self._rows(c)):
-            raise InputError(f"cache chunk holds {descriptors.shape[0]} rows, not {len(self._rows(c))}; delete it "
-                             "and rerun", path)
-        return descriptors, skipped
+            info = json.loads((self.directory / "complete.json").read_text(encoding="utf-8"))
+            descriptors = np.load(self.directory / "descriptors.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            return f"damaged descriptor cache ({type(error).__name__}: {error})"
+        if list(descriptors.shape) != info.get("shape") or str(descriptors.dtype) != info.get("dtype"):
+            return f"cache holds {descriptors.shape} {descriptors.dtype}, its record says {info.get('shape')} " \
+                   f"{info.get('dtype')}"
+        sha256, finite = array_sha256(descriptors)
+        if sha256 != info.get("sha256"):
+            return "descriptors.npy does not match the sha256 complete.json records (its bytes changed)"
+        return None if finite else "descriptors.npy holds NaN or infinite values"
+
+    def _drop_if_damaged(self) -> bool:
+        """Whether the merged cache is intact; one that fails verification is removed (with a warning) to be
+        extracted again."""
+        why = self._damage()
+        if why is None:
+            return True
+        log.warning("%s: %s; extracting every image again", self.directory, why)
+        fd = wait_lock(self.directory / "merge.lock")
+        try:
+            (self.directory / "complete.json").unlink(missing_ok=True)
+            (self.directory / "descriptors.npy").unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+        return False
 
     def _merge(self) -> None:
         """Chunks -> ``descriptors.npy`` (a fresh file renamed into place), then ``complete.json``."""
@@ -252,7 +288,14 @@ class DescriptorCache:
             missing = [c for c in range(self.n_chunks) if not self._chunk(c).exists()]
             if missing:
                 raise RuntimeError(f"cannot merge {self.directory}: chunks {missing[:5]} are missing")
-            dim = max(self._load_chunk(c)[0].shape[1] for c in range(self.n_chunks))
+            try:
+                widths = {self._load_chunk(c)[0].shape[1] for c in range(self.n_chunks)} - {0}
+            except BadChunk as why:  # written by another process since this one verified its own
+                raise InputError(f"a cache chunk {why}; rerun to extract it again", self.directory) from None
+            if len(widths) > 1:
+                raise InputError(f"cache chunks of different widths {sorted(widths)}; delete the directory and rerun",
+                                 self.directory)
+            dim = max(widths, default=0)
             if dim == 0:
                 raise InputError(f"none of the {self.n} images could be read", self.directory)
             target = self.directory / "descriptors.npy"
@@ -265,28 +308,29 @@ class DescriptorCache:
                 merged[rows[0]:rows[-1] + 1] = descriptors if descriptors.shape[1] else 0
                 skipped += chunk_skipped.tolist()
             merged.flush()
+            sha256, _ = array_sha256(merged)
             del merged
             with open(partial, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(partial, target)
             atomic_write_text(self.directory / "complete.json", json.dumps(
-                {"shape": [self.n, dim], "dtype": self.dtype, "skipped": skipped}, indent=1))
+                {"shape": [self.n, dim], "dtype": self.dtype, "sha256": sha256, "skipped": skipped}, indent=1))
             for c in range(self.n_chunks):
                 self._chunk(c).unlink()
         finally:
             os.close(fd)
 
     def read(self, paths: Sequence[Path], on_bad_image: str = "fail") -> Extracted:
-        """The merged descriptors, memory-mapped, and the skipped images (refused under ``fail``)."""
-        try:
-            info = json.loads((self.directory / "complete.json").read_text(encoding="utf-8"))
-            descriptors = np.load(self.directory / "descriptors.npy", mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise InputError(f"damaged descriptor cache ({type(error).__name__}: {error}); delete the directory and "
-                             "rerun", self.directory) from None
-        if list(descriptors.shape) != info["shape"] or str(descriptors.dtype) != info["dtype"]:
-            raise InputError(f"cache holds {descriptors.shape} {descriptors.dtype}, its record says {info['shape']} "
-                             f"{info['dtype']}; delete the directory and rerun", self.directory)
+        """The merged descriptors, memory-mapped, and the skipped images (refused under ``fail``); a cache that
+        fails verification is refused (:meth:`fill` extracts it again)."""
+        why = self._damage()
+        if why is not None:
+            raise InputError(f"{why}; rerun to extract it again, or delete the directory", self.directory)
+        return self._open(paths, on_bad_image)
+
+    def _open(self, paths: Sequence[Path], on_bad_image: str) -> Extracted:
+        info = json.loads((self.directory / "complete.json").read_text(encoding="utf-8"))
+        descriptors = np.load(self.directory / "descriptors.npy", mmap_mode="r", allow_pickle=False)
         skipped = tuple(int(i) for i in info["skipped"])
         if skipped and on_bad_image == "fail":
             raise InputError(f"this cache left out {len(skipped)} unreadable image(s) (written with --on-bad-image "

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from benchmarks.errors import InputError
 from benchmarks.ids import NAME_PATTERN, WEIGHTS_NAME_PATTERN
 from benchmarks.provenance import REPO_ROOT
 from benchmarks.results import _METRIC_KEY, PROTOCOLS
+from benchmarks.strict_load import read_yaml
 
 REPORTED_DIR = REPO_ROOT / "paper_tables" / "reported"
 CONFIDENCES = ("read_in_paper", "quoted_by_third_party", "unverified")
@@ -82,10 +81,7 @@ class ReportedTable:
 def load_reported(path: str | Path) -> ReportedTable:
     """Read and validate one ``<method>.yaml``; raises :class:`InputError` naming the entry and field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise InputError(f"cannot read reported numbers ({error})", path) from None
+    data = read_yaml(path, "reported numbers")
     _check_keys(data, ("method", "paper", "entries"), ("not_read", "notes", "reproductions"), "the file", path)
     method, entries = data["method"], data["entries"]
     _require(isinstance(method, str) and bool(NAME_PATTERN.match(method)), "method must be a lowercase id", path)

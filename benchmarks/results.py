@@ -24,6 +24,7 @@ from benchmarks.ids import COMPRESSION_PATTERN, NAME_PATTERN, SHA256_PATTERN, WE
 from benchmarks.locks import exclusive
 from benchmarks.metrics import DIFFICULTIES, RankingScores, RecallScores
 from benchmarks.provenance import REPO_ROOT, git_state
+from benchmarks.strict_load import read_json
 from datasets.base import Protocol
 
 SCHEMA_VERSION = 1
@@ -32,6 +33,8 @@ PROTOCOLS = tuple(p.value for p in Protocol)
 LOCK_WAIT_S = 60.0  # a result is written in milliseconds: a writer waits for another rather than failing
 DIRTY_NOTE = "evaluated from a tree with uncommitted changes (--allow-dirty): git_commit does not hold this code"
 _METRIC_KEY = re.compile(rf"^(map|mp@\d+|recall@\d+)(_({'|'.join(DIFFICULTIES)}))?$")
+_PER_QUERY_KEY = re.compile(rf"^(ap(_({'|'.join(DIFFICULTIES)}))?|first_hit)$")
+AGREEMENT = 1e-9  # a metric and the mean of its per-query values differ by float summation order at most
 
 
 @dataclass(frozen=True)
@@ -174,12 +177,7 @@ def stale_provenance(result: RunResult, data_root: Path | None = None) -> list[s
 
 def load_result(path: str | Path) -> RunResult:
     """Read and validate a result file."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InputError(f"cannot read result: {error.strerror}", path) from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"not valid JSON ({error})", path) from None
+    data = read_json(Path(path), "result")
     _validate(data, Path(path))
     return RunResult(**{**data, "provenance": Provenance(**data["provenance"])})
 
@@ -215,11 +213,40 @@ def _validate(data: Any, path: Path) -> None:
                  and 0.0 <= value <= 1.0, f"metric {key} = {value!r} is not a fraction in [0, 1]", path)
     _require(isinstance(data["per_query"], dict) and all(isinstance(v, list) for v in data["per_query"].values()),
              "per_query must map names to lists", path)
+    _validate_per_query(metrics, data["per_query"], path)
     _require(isinstance(data["notes"], list) and all(isinstance(n, str) for n in data["notes"]),
              "notes must be a list of strings", path)
     _validate_provenance(data["provenance"], path)
     relative = _relative_path(data["dataset"], data["method"], data["weights"], data["config"])
     _require(path.parts[-3:] == relative.parts, f"the file belongs at <root>/{relative}", path)
+
+
+def _validate_per_query(metrics: dict[str, Any], per_query: dict[str, list[Any]], path: Path) -> None:
+    """Per-query values are well-formed (AP a fraction or null, a first hit a rank >= 1 or null), equally many,
+    and agree with the metrics they average: mAP with the mean of the scored APs, Recall@N with the fraction of
+    first hits at rank N or better."""
+    lengths = {len(values) for values in per_query.values()}
+    _require(len(lengths) <= 1, f"per_query lists have different lengths {sorted(lengths)}", path)
+    for name, values in per_query.items():
+        _require(bool(_PER_QUERY_KEY.match(name)), f"per_query key {name!r} is not like ap_medium or first_hit", path)
+        rank = name == "first_hit"
+        for i, v in enumerate(values):
+            number = isinstance(v, int) if rank else isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 1
+            _require(v is None or (number and not isinstance(v, bool) and (not rank or v >= 1)),
+                     f"per_query.{name}[{i}] = {v!r} is not {'a rank >= 1' if rank else 'a fraction in [0, 1]'} "
+                     "or null", path)
+    for key, value in metrics.items():
+        head, _, setting = key.partition("_")
+        if head == "map" and f"ap{_ + setting}" in per_query:
+            scored = [v for v in per_query[f"ap{_ + setting}"] if v is not None]
+            derived = math.fsum(scored) / len(scored) if scored else math.nan
+        elif head.startswith("recall@") and "first_hit" in per_query and per_query["first_hit"]:
+            n, hits = int(head[len("recall@"):]), per_query["first_hit"]
+            derived = sum(h is not None and h <= n for h in hits) / len(hits)
+        else:
+            continue
+        _require(abs(derived - value) <= AGREEMENT, f"metric {key} = {value!r} disagrees with its per-query values "
+                 f"({derived!r}); the file was edited or damaged: re-run the evaluation", path)
 
 
 def _validate_provenance(prov: Any, path: Path) -> None:
