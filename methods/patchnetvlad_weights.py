@@ -14,7 +14,8 @@ Files (Hugging Face hub ``TobiasRobotics/Patch-NetVLAD``, commit fe70214, MIT): 
 Their NetVLAD vector is flattened cluster-major (index k * D + d), ours dimension-major (d * K + k), the order of
 the authors' MatConvNet layer that our released-weights converter follows: the whitening's columns are permuted
 accordingly (without that the descriptors come out nearly orthogonal to theirs). Inputs are RGB in 0..1 normalised
-with torchvision's ImageNet mean and std.
+with torchvision's ImageNet mean and std. Their feature extraction resizes every image to 640 x 480 (aspect not kept);
+NetVLAD's protocol here downscales the long side to 640, the same size for Pittsburgh's and Tokyo's 4:3 images.
 """
 from __future__ import annotations
 
