@@ -10,7 +10,7 @@ from datasets.base import DatasetSpec
 
 DATASETS: Registry[type[DatasetSpec]] = Registry("dataset")
 
-SHARED_MODULES = frozenset({"base", "formats", "acquire", "places", "synthetic_scenes"})
+SHARED_MODULES = frozenset({"base", "formats", "acquire", "places", "synthetic_scenes", "photo_views"})
 
 
 def load_plugins() -> Registry[type[DatasetSpec]]:

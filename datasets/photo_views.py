@@ -174,9 +174,8 @@ def _save(img: Image.Image, path: Path, rng: np.random.Generator, exif_rotated: 
 def generate_photo_landmarks(folder: Path, seed: int = 0) -> dict[str, int]:
     """Write the benchmark into ``folder`` (``jpg/``, ``gnd_photo_landmarks.pkl``); return its counts.
 
-    Database views (``<landmark>_<i>``, long side 256 px): 8 per landmark, 3 easy, 4 hard and 1 junk before the
-    labels are checked against what the view shows; 2 queries per landmark (``query_<landmark>_<j>``, 320 px)
-    with the landmark's box; ``VIEWS_PER_DISTRACTOR`` views of each texture (``distractor_<texture>_<i>``)."""
+    Database views (``<landmark>_<i>``, long side 256 px): 8 per landmark (3 easy, 4 hard, 1 junk); 2 queries
+    per landmark (``query_<landmark>_<j>``, 320 px) with the landmark's box; ``VIEWS_PER_DISTRACTOR`` views of each texture (``distractor_<texture>_<i>``)."""
     folder = Path(folder)
     textures = [load() for _, load in TEXTURES]
     names: list[str] = []

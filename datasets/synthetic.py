@@ -1,5 +1,6 @@
 """The embedded benchmarks: ``synth_landmarks`` (revisited Oxford/Paris format) and ``synth_places`` (NetVLAD
-dbStruct format), generated offline in seconds from a seed by :mod:`datasets.synthetic_scenes`.
+dbStruct format), generated offline in seconds from a seed by :mod:`datasets.synthetic_scenes`, and
+``photo_landmarks`` (revisited format) made of real photographs by :mod:`datasets.photo_views`.
 
 They load through the same code as the real datasets (they subclass the real layouts' plugins), so the same
 query crops, metrics and reports run on them. ``data download`` generates into a staging folder, writes
@@ -23,6 +24,9 @@ from benchmarks.errors import InputError
 from datasets import DATASETS
 from datasets.acquire import AcquireOptions
 from datasets.base import ClassLabels, DatasetSpec, LoadedDataset
+from datasets.photo_views import LANDMARKS, QUERIES_PER_LANDMARK as PHOTO_QUERIES, TEXTURES, VIEWS_PER_DISTRACTOR
+from datasets.photo_views import VIEWS_PER_LANDMARK as PHOTO_VIEWS
+from datasets.photo_views import generate_photo_landmarks
 from datasets.places import DbStructDataset
 from datasets.revisitop import RevisitedDataset, not_downloaded
 from datasets.synthetic_scenes import (
@@ -133,6 +137,22 @@ class SynthPlaces(GeneratedDataset, DbStructDataset):
 
     def generate(self, folder: Path) -> dict[str, int]:
         return generate_places(folder, self.seed)
+
+    def check(self, data_root: Path) -> list[str]:
+        return self.manifest_problems(data_root) + super().check(data_root)
+
+
+@DATASETS.register("photo_landmarks")
+class PhotoLandmarks(GeneratedDataset, RevisitedDataset):
+    name = "photo_landmarks"
+    description = (f"embedded: {len(LANDMARKS)} real photographs shipped by scikit-image, scikit-learn and "
+                   "matplotlib, seen as a camera would (crop, scale, rotation, skew, light, JPEG, occlusion, "
+                   "EXIF-rotated files); revisited format, easy/hard/junk by severity")
+    expected_counts = (len(LANDMARKS) * PHOTO_VIEWS + len(TEXTURES) * VIEWS_PER_DISTRACTOR,
+                       len(LANDMARKS) * PHOTO_QUERIES)
+
+    def generate(self, folder: Path) -> dict[str, int]:
+        return generate_photo_landmarks(folder, self.seed)
 
     def check(self, data_root: Path) -> list[str]:
         return self.manifest_problems(data_root) + super().check(data_root)

@@ -69,6 +69,8 @@ class GeMMethod(RetrievalMethod):
     recipe: ClassVar[TripletRecipe] = TripletRecipe(
         mining="classes", loss="contrastive", margin=0.85, optimizer="adam", lr=5e-7, weight_decay=1e-6,
         lr_decay=0.01, tuples_per_batch=5, n_negatives=5, cache_refresh=400, mining_batch=2000)
+    # cirtorch's init_network starts ResNet-101 from its Caffe-converted ImageNet features (FEATURES['resnet101']).
+    initialisations = {"resnet101": "resnet101.in1k_caffe"}
     weights = {"resnet101.sfm120k": WeightsSpec(
         url="http://cmp.felk.cvut.cz/cnnimageretrieval/data/networks/retrieval-SfM-120k/"
             "retrievalSfM120k-resnet101-gem-b80fb85.pth",

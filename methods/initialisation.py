@@ -28,7 +28,6 @@ from datasets.base import FileSpec
 from methods.base import IMAGENET_MEAN, IMAGENET_STD
 
 NONE = "none"  # --init none: the trunk keeps timm's random initialisation
-CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # Caffe ImageNet models: BGR, 0..255, mean subtracted, no scaling
 
 
 @dataclass(frozen=True)
@@ -142,9 +141,9 @@ INITIALISATIONS: dict[str, Initialisation] = {
         "imagenet-caffe-resnet101-features-10a101d.pth", None,
         "MIT (cnnimageretrieval-pytorch); weights converted from Kaiming He's Caffe ResNet-101 (MIT)",
         "cnnimageretrieval-pytorch's conversion of the Caffe ImageNet ResNet-101 (the trunk of the 'features' "
-        "file, torchvision's ResNet layout), as the MSCFP authors' code loads it", "cirtorch_features",
-        mean=(CAFFE_BGR_MEAN[2] / 255, CAFFE_BGR_MEAN[1] / 255, CAFFE_BGR_MEAN[0] / 255),
-        std=(1 / 255, 1 / 255, 1 / 255), bgr=True),
+        "file, torchvision's ResNet layout), as the MSCFP authors' code loads it. Although converted from Caffe, "
+        "it is fed RGB 0..1 images normalised by ImageNet's mean/std: cirtorch's init_network and the MSCFP "
+        "authors' netvlad_model.py (fede-vaccaro/NetVlad 1896f71, lines 43 and 338) both do so", "cirtorch_features"),
     "resnet101.in1k_torchvision": Initialisation(
         "resnet101", f"{_TORCHVISION}/resnet101-63fe2227.pth", None, "BSD-3-Clause (torchvision)",
         _TORCHVISION_SOURCE.format("ResNet101_Weights.IMAGENET1K_V1"), "torchvision"),

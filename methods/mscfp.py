@@ -46,7 +46,7 @@ class MSCFPMethod(VLADMethod):
     # 2048 images, one triplet per class (about 250), mining every 8 iterations; t = 20 as the authors' code.
     recipe = TripletRecipe(mining="classes", margin=0.1, optimizer="adam", lr=1e-5, tuples_per_batch=32,
                              cache_refresh=8, mining_classes=512, mining_batch=2048, rank_threshold=20)
-    # The authors' code loads cnnimageretrieval's Caffe ImageNet ResNet-101 (BGR, 0..255 minus the mean).
+    # The authors' code loads cnnimageretrieval's Caffe-converted ImageNet ResNet-101 (fed RGB, ImageNet mean/std).
     initialisations = {"resnet101": "resnet101.in1k_caffe"}
     weights: ClassVar[dict[str, WeightsSpec]] = {}  # no public weights: trained by the user
 

@@ -146,7 +146,7 @@ def test_classification_training_resumes_to_the_same_weights(embedded_root, tmp_
 @pytest.mark.slow
 def test_reproduce_end_to_end_with_weights_trained_here(embedded_root, tmp_path):
     weights = tmp_path / "dolg-synth.pt"
-    trained = run("train", "dolg", "--dataset", "synth_landmarks", "--steps", 2, *TINY,
+    trained = run("train", "dolg", "--dataset", "synth_landmarks", "--steps", 2, "--init", "none", *TINY,
                   "--name", "resnet18.synth_landmarks", "--out", weights, "--root", embedded_root, "--device", "cpu")
     assert trained.exit_code == 0, trained.output
     result = run("reproduce", "dolg", "--weights", weights, "--dataset", "synth_landmarks", "--root", embedded_root,
@@ -167,7 +167,8 @@ def test_torchrun_trains_with_two_processes(embedded_root, tmp_path):
     """DDP over the model and its ArcFace head together (CPU, gloo): each process takes half of every batch."""
     out = tmp_path / "two.pt"
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
-    done = _cli("train", "dolg", "--dataset", "synth_landmarks", "--steps", "2", *TINY, "--name", "resnet18.ddp",
+    done = _cli("train", "dolg", "--dataset", "synth_landmarks", "--steps", "2", "--init", "none", *TINY,
+                "--name", "resnet18.ddp",
                 "--out", str(out), "--root", str(embedded_root), "--device", "cpu", launcher=torchrun,
                 env={"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]

@@ -119,7 +119,7 @@ def small_places_root(embedded: Path, root: Path) -> Path:
 
 def train_args(root: Path, out: Path) -> list[str]:
     return ["-m", "benchmarks", "train", "netvlad", "--dataset", "synth_places", "--steps", "6", "--seed", "1",
-            *CLI_CONFIG, "--set", "cache_refresh=4", "--set", "n_sampled_negatives=10", "--set", "n_negatives=2",
+            "--init", "none", *CLI_CONFIG, "--set", "cache_refresh=4", "--set", "n_sampled_negatives=10", "--set", "n_negatives=2",
             "--set", "tuples_per_batch=2", "--set", "train_from=layer3", "--set", "cluster_images=10",
             "--name", "resnet18.test", "--out", str(out), "--root", str(root)]
 

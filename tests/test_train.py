@@ -103,8 +103,8 @@ def _cli(*args: str, env: dict[str, str] | None = None, launcher: tuple[str, ...
 
 
 def _train_args(root: Path, out: Path) -> list[str]:
-    return ["train", "netvlad", "--dataset", "synth_places", "--steps", "2", "--seed", "1", *CLI_CONFIG,
-            "--set", "cache_refresh=4", "--set", "n_sampled_negatives=20", "--set", "tuples_per_batch=2",
+    return ["train", "netvlad", "--dataset", "synth_places", "--steps", "2", "--seed", "1", "--init", "none",
+            *CLI_CONFIG, "--set", "cache_refresh=4", "--set", "n_sampled_negatives=20", "--set", "tuples_per_batch=2",
             "--set", "train_from=layer3", "--set", "cluster_images=20", "--name", "resnet18.test",
             "--out", str(out), "--root", str(root)]
 
