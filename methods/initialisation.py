@@ -218,7 +218,8 @@ def is_present(spec: Initialisation, data_root: Path) -> bool:
 def resolve(name_or_path: str, backbone: str, data_root: Path,
             options: AcquireOptions | None = None) -> ResolvedInitialisation:
     """A known initialisation by name (fetched or found in its package, verified), or a local file: one whose
-    sha256 is a known initialisation's, or another file in the layout of ``backbone``'s known one."""
+    sha256 is a known initialisation's, or another file in the layout of ``backbone``'s known one (the one released
+    under the file's name, where one is: resnet101 has three layouts)."""
     if name_or_path in INITIALISATIONS:
         spec = INITIALISATIONS[name_or_path]
         return ResolvedInitialisation(name_or_path, spec, *_fetched(name_or_path, spec, data_root, options))
@@ -230,7 +231,7 @@ def resolve(name_or_path: str, backbone: str, data_root: Path,
     known = [name for name, spec in INITIALISATIONS.items() if spec.sha256 == digest]
     if known:
         return ResolvedInitialisation(known[0], INITIALISATIONS[known[0]], path, digest)
-    candidates = for_backbone(backbone)
+    candidates = sorted(for_backbone(backbone), key=lambda name: INITIALISATIONS[name].file_name != path.name)
     if not candidates:
         raise InputError(f"no known initialisation of a {backbone} trunk says how to read this file; known trunks: "
                          f"{', '.join(sorted({s.backbone for s in INITIALISATIONS.values()}))}", path)

@@ -261,6 +261,17 @@ def test_non_weights_files_unknown_names_and_missing_files_are_refused(tmp_path)
         inits.resolve(str(text), "resnet18", tmp_path)
 
 
+def test_a_local_file_is_read_in_the_layout_of_the_initialisation_released_under_its_name(tmp_path):
+    layouts = {}
+    for name in ("resnet101-63fe2227.pth", "R-101-1x64d_dds_8gpu.pyth", "r101.pth"):
+        (tmp_path / name).write_bytes(name.encode())
+        resolved = inits.resolve(str(tmp_path / name), "resnet101", tmp_path)
+        assert resolved.name == f"file:{name}" and resolved.sha256 == sha256_of(tmp_path / name)
+        layouts[name] = resolved.spec.layout
+    assert layouts == {"resnet101-63fe2227.pth": "torchvision", "R-101-1x64d_dds_8gpu.pyth": "pycls_resnet",
+                       "r101.pth": "cirtorch_features"}  # otherwise the first known: resnet101.in1k_caffe
+
+
 def test_loading_into_another_backbone_is_refused_and_the_right_one_sets_the_normalisation(tmp_path):
     resolved = inits.resolve(LITE0, "efficientnet_lite0", tmp_path)
     with pytest.raises(InputError, match="is a efficientnet_lite0 trunk, the model's backbone is resnet18"):
