@@ -361,7 +361,7 @@ def train_command(method: str, dataset: str, split: str, val_split: str | None, 
         return
     digest = save_checkpoint(out, model.cpu(), name, {
         "trained_on": {"dataset": dataset, "split": split}, "recipe": dataclasses.asdict(recipe),
-        "initialisation": start.record(), **report})
+        "trunk_initialisation": start.record(), **report})
     state.unlink(missing_ok=True)
     click.echo(f"{out}: {method} {name}, sha256 {digest}")
 

@@ -55,6 +55,7 @@ def settle(cls: type[RetrievalMethod], init: str | None, overrides: Mapping[str,
             raise InputError(f"{cls.name} knows no ImageNet initialisation of a {backbone} trunk (known: "
                              f"{', '.join(sorted(inits.INITIALISATIONS))}): give --init NAME, --init PATH (a file "
                              f"in a known layout) or --init none (timm's random trunk)", str(backbone))
+        values = {**cls.config_for_trunk(str(backbone)), **values}  # as a named --init brings what its trunk needs
     if init == inits.NONE:
         return Start(values, None)
     if init in inits.INITIALISATIONS:
