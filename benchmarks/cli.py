@@ -322,7 +322,7 @@ def train_command(method: str, dataset: str, split: str, val_split: str | None, 
     from methods import load_plugins
     from methods.base import parse_overrides
     from methods.initialisation import load_initialisation
-    from methods.train import TrainOptions, init_distributed
+    from methods.train_common import TrainOptions, init_distributed
     from methods.training import train_model
     from methods.weights import save_checkpoint
 
@@ -413,7 +413,7 @@ def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split
     from benchmarks.results import RESULTS_DIR, record_dirty, require_clean_tree, write_result
     from datasets.acquire import AcquireOptions
     from methods import load_plugins
-    from methods.train import init_distributed
+    from methods.train_common import init_distributed
 
     require_clean_tree(allow_dirty)
     cls = load_plugins().get(method)

@@ -11,10 +11,8 @@ descriptors of sampled training images (k-means); after the last it fits what is
 """
 from __future__ import annotations
 
-import io
 import math
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +24,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from benchmarks.atomic import atomic_write_bytes
 from benchmarks.errors import InputError
 from benchmarks.extract import extract, load_image
 from benchmarks.metrics import recall_at_n
@@ -34,6 +31,8 @@ from benchmarks.search import top_k_by_inner_product
 from datasets.base import ClassLabels, LoadedDataset, PlaceGroundTruth
 from methods.losses import contrastive_loss, triplet_loss
 from methods.mining import PlaceMiner, mscfp_triplets, sample_mining_batch
+from methods.train_common import (TrainOptions, freeze_batchnorm, init_distributed, load_state, round_queries,
+                                  save_state)
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +77,6 @@ class TripletRecipe:
 
 
 @dataclass(frozen=True)
-class TrainOptions:
-    steps: int
-    seed: int = 0
-    device: str = "cpu"
-    state: Path | None = None           # resumable training state, rewritten after each round
-    validation: LoadedDataset | None = None  # places split: keep the weights of the epoch with the best recall@5
-
-
-@dataclass(frozen=True)
 class _Tuple:
     images: tuple[Path, ...]            # anchor, positive, negatives
 
@@ -104,15 +94,6 @@ class _AggregateView(nn.Module):
         return self.model.aggregate(images)
 
 
-def init_distributed() -> tuple[int, int]:
-    """(rank, world size); joins the torchrun process group (nccl on GPUs, else gloo) when launched by it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: TrainOptions) -> dict[str, Any]:
     """Train ``model`` in place; returns what the run did.
 
@@ -126,9 +107,10 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
     rank, world = init_distributed()
     if recipe.tuples_per_batch % world:
         raise ValueError(f"tuples_per_batch {recipe.tuples_per_batch} must be a multiple of the {world} processes")
+    miner = _miner(split, recipe, options.seed)  # refuses a split that cannot give a tuple before any work
     device = torch.device(options.device)
     model.to(device)
-    state = _load_state(options.state)
+    state = load_state(options.state)
     report: dict[str, Any] = state["report"] if state else {"round_losses": []}
     if state:
         model.load_state_dict(state["model"])
@@ -139,7 +121,6 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
     optimiser = (torch.optim.SGD(trainable, lr=recipe.lr, momentum=recipe.momentum,
                                  weight_decay=recipe.weight_decay) if recipe.optimizer == "sgd"
                  else torch.optim.Adam(trainable, lr=recipe.lr, weight_decay=recipe.weight_decay))
-    miner = _miner(split, recipe, options.seed)
     step, round_index = (state["step"], state["round"]) if state else (0, 0)
     best: dict[str, torch.Tensor] | None = state.get("best") if state else None
     if state:
@@ -155,25 +136,26 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
         for group in optimiser.param_groups:
             group["lr"] = _learning_rate(recipe, _epochs_before(round_index, recipe, miner, split))
         losses = []
-        for start in range(0, len(tuples) - recipe.tuples_per_batch + 1, recipe.tuples_per_batch):
-            if step >= options.steps:
-                break
+        for start in range(0, len(tuples), recipe.tuples_per_batch):
             batch = tuples[start:start + recipe.tuples_per_batch]
+            batch = batch[:len(batch) - len(batch) % world]  # a round's last, partial batch too, as whole shares
+            if step >= options.steps or not batch:
+                break
             losses.append(_step(trained, model, batch[rank::world], len(batch), recipe, optimiser, device))
             step += 1
         round_index += 1
         report["round_losses"].append(float(np.mean(losses)) if losses else None)
         log.info("round %d: %d tuples, mean loss %s, step %d/%d", round_index, len(tuples),
                  report["round_losses"][-1], step, options.steps)
-        if not tuples:
-            raise InputError("no training tuple could be mined: the split has no query with a potential positive "
-                             "and enough negatives, or no class with two images", split.db_paths[0].parent)
+        if _learned(report, tuples, round_index, recipe, miner, split):
+            log.warning("%s", report["stopped_early"])
+            break
         epoch_done = int(_epochs_before(round_index, recipe, miner, split)) > \
             int(_epochs_before(round_index - 1, recipe, miner, split))
         if options.validation is not None and (epoch_done or step >= options.steps):
             best = _validate(model, options.validation, recipe, device, step, report, best)
         if options.state is not None and rank == 0:
-            _save_state(options.state, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+            save_state(options.state, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                                         "step": step, "round": round_index, "report": report, "best": best,
                                         "miner_memory": {} if miner is None else
                                         {str(q): torch.from_numpy(n) for q, n in miner.memory.items()}})
@@ -208,6 +190,22 @@ def _validate(model: Any, validation: LoadedDataset, recipe: TripletRecipe, devi
     if best is None or recall > max(earlier):
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
     return best
+
+
+def _learned(report: dict[str, Any], tuples: list[_Tuple], round_index: int, recipe: TripletRecipe,
+             miner: PlaceMiner | None, split: LoadedDataset) -> bool:
+    """Whether training stops early: no tuple violated the margin in any round for a whole epoch (the network
+    separates every training query's positives from its negatives, so no step would change it); then says so
+    in ``report["stopped_early"]``. ``report["quiet_since"]`` is the first round of the current run of empty ones."""
+    if tuples:
+        report.pop("quiet_since", None)
+        return False
+    quiet_since = report.setdefault("quiet_since", round_index - 1)
+    if _epochs_before(round_index, recipe, miner, split) - _epochs_before(quiet_since, recipe, miner, split) < 1:
+        return False
+    report["stopped_early"] = (f"no training tuple violated the margin in rounds {quiet_since + 1}-{round_index} "
+                               f"(a whole epoch): the training split is learned, training stops")
+    return True
 
 
 def _epochs_before(round_index: int, recipe: TripletRecipe, miner: PlaceMiner | None,
@@ -284,10 +282,16 @@ def _miner(split: LoadedDataset, recipe: TripletRecipe, seed: int) -> PlaceMiner
     if recipe.mining == "places":
         if not isinstance(gt, PlaceGroundTruth):
             raise ValueError("places mining needs a split with GPS ground truth (a dbStruct dataset)")
-        return PlaceMiner(gt.utm_db, gt.utm_queries, n_negatives=recipe.n_negatives,
-                          n_sampled_negatives=recipe.n_sampled_negatives, margin=recipe.margin, seed=seed)
+        miner = PlaceMiner(gt.utm_db, gt.utm_queries, n_negatives=recipe.n_negatives,
+                           n_sampled_negatives=recipe.n_sampled_negatives, margin=recipe.margin, seed=seed)
+        if len(miner.trainable_queries) == 0:
+            raise InputError("no training tuple can be mined: no query has a potential positive and definite "
+                             "negatives", split.db_paths[0].parent)
+        return miner
     if not isinstance(gt, ClassLabels):
         raise ValueError("classes mining needs a split labelled by class (e.g. synth_landmarks train)")
+    if np.unique(np.asarray(gt.labels), return_counts=True)[1].max(initial=0) < 2:
+        raise InputError("no training tuple can be mined: no class has two images", split.db_paths[0].parent)
     return None
 
 
@@ -296,7 +300,7 @@ def _mine_round(model: Any, split: LoadedDataset, recipe: TripletRecipe, miner: 
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     rng = np.random.default_rng([seed, round_index])
     if miner is not None:
-        queries = _round_queries(miner.trainable_queries, recipe.cache_refresh, round_index, seed)
+        queries = round_queries(miner.trainable_queries, recipe.cache_refresh, round_index, seed)
         db = _embed(model, split.db_paths, recipe.batch_size, device, rank, world)
         q = _embed(model, [split.query_paths[i] for i in queries], recipe.batch_size, device, rank, world)
         miner.rng = rng
@@ -310,16 +314,6 @@ def _mine_round(model: Any, split: LoadedDataset, recipe: TripletRecipe, miner: 
     triplets = mscfp_triplets(embedded, labels[batch], recipe.rank_threshold, rng)
     return [_Tuple((paths[a], paths[p], paths[n])) for a, p, n in triplets][:recipe.cache_refresh
                                                                              * recipe.tuples_per_batch]
-
-
-def _round_queries(trainable: np.ndarray, per_round: int, round_index: int, seed: int) -> np.ndarray:
-    """The round's queries: a slice of the endless sequence of per-epoch shuffles of the trainable queries."""
-    n = len(trainable)
-    first = round_index * per_round
-    epochs = range(first // n, (first + per_round - 1) // n + 1)
-    order = np.concatenate([trainable[np.random.default_rng([seed, e, 0xE]).permutation(n)] for e in epochs])
-    offset = first - epochs[0] * n
-    return order[offset:offset + min(per_round, n)]
 
 
 def _embed(model: Any, paths: Sequence[Path], batch_size: int, device: torch.device, rank: int,
@@ -347,9 +341,7 @@ def _step(trained: nn.Module, model: Any, batch: Sequence[_Tuple], n_in_batch: i
         if not any(p.requires_grad for p in child.parameters()):
             child.eval()  # frozen layers keep their batch-norm statistics
     if recipe.frozen_batchnorm:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
+        freeze_batchnorm(model)
     images = [load_image(path, model.protocol) for t in batch for path in t.images]
     embedded = _forward_grouped(trained, images, device)
     loss = torch.zeros((), device=device)
@@ -377,20 +369,3 @@ def _forward_grouped(trained: nn.Module, images: list[torch.Tensor], device: tor
         for row, i in zip(out, members, strict=True):
             rows[i] = row
     return torch.stack([r for r in rows if r is not None])
-
-
-def _load_state(path: Path | None) -> dict[str, Any] | None:
-    if path is None or not path.exists():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types for a corrupt file
-        raise InputError(f"unreadable training state ({type(error).__name__}); delete it to start afresh", path) \
-            from None
-
-
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-

@@ -27,7 +27,7 @@ from benchmarks.extract import load_image
 from datasets.base import ClassLabels, LoadedDataset
 from methods.base import ExtractionProtocol
 from methods.losses import ArcFace
-from methods.train import TrainOptions, _load_state, _round_queries, _save_state, init_distributed
+from methods.train_common import TrainOptions, freeze_batchnorm, init_distributed, load_state, round_queries, save_state
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class ClassificationRecipe:
     min_crop_area: float = 0.08         # random crops cover this fraction of the image at least
     warmup_fraction: float = 0.05       # of the steps, with the learning rate rising linearly from 0.1 x
     state_every: int = 100              # steps between writes of the resumable state
+    frozen_batchnorm: bool = False      # batch norm uses its running statistics while training (small batches)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
@@ -119,7 +120,7 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
     optimiser = (torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                  weight_decay=recipe.weight_decay) if recipe.optimizer == "sgd"
                  else torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay))
-    state = _load_state(options.state)
+    state = load_state(options.state)
     step, losses = 0, []
     if state:
         model.load_state_dict(state["model"])
@@ -133,10 +134,12 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
         trained = nn.parallel.DistributedDataParallel(trained)
     protocol = ExtractionProtocol(max_size=None, mean=model.protocol.mean, std=model.protocol.std)
     model.train()
+    if recipe.frozen_batchnorm:
+        freeze_batchnorm(model)
     while step < options.steps:
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(recipe, step, options.steps)
-        batch = _round_queries(np.arange(len(targets)), recipe.batch_size, step, options.seed)
+        batch = round_queries(np.arange(len(targets)), recipe.batch_size, step, options.seed)
         mine = range(rank, len(batch), world)  # each crop's randomness derives from its place in the whole batch
         images = torch.stack([random_crop(load_image(split.db_paths[batch[j]], protocol), recipe.image_size,
                                           recipe.min_crop_area, np.random.default_rng([options.seed, step, j]))
@@ -156,7 +159,7 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
             log.info("step %d/%d: loss %.4f (mean of the last 10 %.4f)", step, options.steps, losses[-1],
                      float(np.mean(losses[-10:])))
         if options.state is not None and rank == 0 and (step % recipe.state_every == 0 or step == options.steps):
-            _save_state(options.state, {"model": model.state_dict(), "head": head.state_dict(),
+            save_state(options.state, {"model": model.state_dict(), "head": head.state_dict(),
                                         "optimiser": optimiser.state_dict(), "step": step, "losses": losses})
     model.eval()
     return {"steps": step, "seed": options.seed, "processes": world, "classes": len(classes),

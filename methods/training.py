@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from datasets.base import LoadedDataset
-from methods.train import TrainOptions, TripletRecipe, train
+from methods.train import TripletRecipe, train
+from methods.train_common import TrainOptions
 from methods.train_classification import ClassificationRecipe, train_classification
 
 

@@ -22,7 +22,7 @@ from datasets import load_plugins as load_datasets
 from datasets.acquire import AcquireOptions
 from methods import train_classification as train_classification_module
 from methods.dolg import DOLGConfig, DOLGMethod
-from methods.train import TrainOptions
+from methods.train_common import TrainOptions
 from methods.train_classification import learning_rate, random_crop, train_classification
 from tests.test_train import _cli
 
@@ -127,16 +127,16 @@ def test_classification_training_resumes_to_the_same_weights(embedded_root, tmp_
 
     straight = trained(None)
     state = tmp_path / "run.state"
-    save = train_classification_module._save_state
+    save = train_classification_module.save_state
 
     def save_then_die(path: Path, payload: dict) -> None:
         save(path, payload)
         raise KeyboardInterrupt  # killed right after its first state write (step 2)
 
-    monkeypatch.setattr(train_classification_module, "_save_state", save_then_die)
+    monkeypatch.setattr(train_classification_module, "save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         trained(state)
-    monkeypatch.setattr(train_classification_module, "_save_state", save)
+    monkeypatch.setattr(train_classification_module, "save_state", save)
     assert torch.load(state, weights_only=True)["step"] == 2
     resumed = trained(state)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):

@@ -19,7 +19,7 @@ from benchmarks.download import Retry, fetch, unverifiable
 from benchmarks.errors import InputError
 from benchmarks.provenance import REPO_ROOT
 from methods.netvlad import NetVLADMethod
-from methods.train import _load_state
+from methods.train_common import load_state
 from methods.weights import load_checkpoint
 from tests.loopback import LoopbackServer
 from tests.test_download import BODY, SHA, make_tar
@@ -106,7 +106,7 @@ def test_a_checkpoint_or_training_state_carrying_code_is_refused_and_never_runs(
     with pytest.raises(InputError, match="not a readable weights file"):
         load_checkpoint(NetVLADMethod, tmp_path / "w.pt")
     with pytest.raises(InputError, match="unreadable training state"):
-        _load_state(tmp_path / "w.pt.state")
+        load_state(tmp_path / "w.pt.state")
     assert not marker.exists()
 
 

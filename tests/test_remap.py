@@ -18,7 +18,8 @@ from methods.layers.entropy_weighting import SMALLEST_WEIGHT, RegionWeights, his
 from methods.layers.regions import rmac_regions
 from methods.losses import triplet_loss
 from methods.remap import REMAPConfig, REMAPMethod
-from methods.train import TrainOptions, _trainable_parameters, train
+from methods.train import _trainable_parameters, train
+from methods.train_common import TrainOptions
 
 TINY = REMAPConfig(backbone="resnet18", layers=(4, 3), region_levels=2, whiten_dim=8)
 

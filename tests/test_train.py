@@ -9,16 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from benchmarks.errors import InputError
 from benchmarks.provenance import REPO_ROOT
 from benchmarks.results import load_result
 from datasets import load_plugins as load_datasets
 from methods.losses import triplet_loss
 from methods.mscfp import MSCFPConfig, MSCFPMethod
 from methods.netvlad import NetVLADConfig, NetVLADMethod
-from methods.train import TrainOptions, TripletRecipe, _learning_rate, _trainable_parameters, _validate, train
+from methods.train import TripletRecipe, _learning_rate, _trainable_parameters, _validate, train
+from methods.train_common import TrainOptions
 from methods.weights import load_checkpoint
 
 TINY_NETVLAD = NetVLADConfig(backbone="resnet18", feature_index=3, drop_final_relu=False, num_clusters=4,
@@ -178,3 +181,31 @@ def test_validation_keeps_the_weights_of_the_best_recall_at_5(embedded_root):
     assert [v["step"] for v in report["validation"]] == [10, 20, 30]
     recalls = [v["recall@5"] for v in report["validation"]]
     assert recalls[0] < recalls[1] == recalls[2]
+
+
+def _places_report(root: Path, steps: int, **recipe_fields: object) -> dict:
+    torch.manual_seed(0)
+    recipe = dataclasses.replace(NetVLADMethod.recipe, **{**PLACES_RECIPE, **recipe_fields})
+    split = load_datasets().get("synth_places")().load(root, "val")
+    return train(NetVLADMethod(TINY_NETVLAD), split, recipe, TrainOptions(steps=steps, seed=3))
+
+
+def test_a_learned_split_stops_training_after_a_quiet_epoch(embedded_root):
+    # margin -10: no negative can violate it, as when the network already separates every training query
+    report = _places_report(embedded_root, 5, margin=-10.0, cache_refresh=1000)
+    assert report["steps"] == 0 and report["rounds"] == 1 and report["round_losses"] == [None]
+    assert report["stopped_early"].startswith("no training tuple violated the margin in rounds 1-1")
+
+
+def test_a_round_s_last_partial_batch_makes_a_step(embedded_root):
+    # two queries per round, four tuples per batch: before, no round could ever fill a batch
+    report = _places_report(embedded_root, 2, cache_refresh=2, tuples_per_batch=4, margin=10.0)
+    assert report["steps"] == 2 and report["rounds"] == 2 and "stopped_early" not in report
+
+
+def test_a_split_that_cannot_give_a_tuple_is_refused_before_any_work(embedded_root):
+    split = load_datasets().get("synth_landmarks")().load(embedded_root, "train")
+    singletons = dataclasses.replace(split, ground_truth=dataclasses.replace(
+        split.ground_truth, labels=np.arange(len(split.db_paths))))
+    with pytest.raises(InputError, match="no class has two images"):
+        train(MSCFPMethod(TINY_MSCFP), singletons, MSCFPMethod.recipe, TrainOptions(steps=1))
