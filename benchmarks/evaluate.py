@@ -107,7 +107,8 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
         descriptor_sha256=hashlib.sha256(db.tobytes() + queries.tobytes()).hexdigest(),
         environment=environment(device), seed=None, date=datetime.now(UTC).isoformat(timespec="seconds"),
         wall_time_s=round(time.perf_counter() - started, 3),
-        command=shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]]))
+        command=shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]]),
+        trunk_initialisation=resolved.trunk_initialisation)
     config = {"method": model.config.to_dict(), "split": dataset.split_name(options.split),
               "protocol": {"max_size": protocol.max_size, "scales": list(protocol.scales),
                            "mean": list(protocol.mean), "std": list(protocol.std),

@@ -39,23 +39,24 @@ def settle(cls: type[RetrievalMethod], init: str | None, overrides: Mapping[str,
            acquire: AcquireOptions) -> Start:
     """The start of a run of ``cls`` with the user's config ``overrides`` and ``--init`` (None: the recipe's).
 
-    A named initialisation brings its trunk (``backbone`` and what the method's trunk needs of it) unless the user
-    set the backbone too, in which case the two must agree."""
+    A named initialisation brings its trunk unless the user set the backbone too, in which case the two must agree;
+    whatever the start (``none`` and a file too), the config gets what the method needs of that trunk
+    (``config_for_trunk``) where the user did not set it."""
     values = dict(overrides)
     spec = inits.INITIALISATIONS.get(init or "")
     if spec is not None:
         if values.get("backbone", spec.backbone) != spec.backbone:
             raise InputError(f"initialisation {init} is a {spec.backbone} trunk, --config backbone says "
                              f"{values['backbone']}: drop one of them", init)
-        values = {**cls.config_for_trunk(spec.backbone), **values}
+        values.setdefault("backbone", spec.backbone)
     backbone = values.get("backbone", getattr(cls.config_class(), "backbone", None))
+    values = {**cls.config_for_trunk(str(backbone)), **values}  # what the method needs of this trunk
     if init is None:
         init = default_initialisation(cls, str(backbone))
         if init is None:
             raise InputError(f"{cls.name} knows no ImageNet initialisation of a {backbone} trunk (known: "
                              f"{', '.join(sorted(inits.INITIALISATIONS))}): give --init NAME, --init PATH (a file "
                              f"in a known layout) or --init none (timm's random trunk)", str(backbone))
-        values = {**cls.config_for_trunk(str(backbone)), **values}  # as a named --init brings what its trunk needs
     if init == inits.NONE:
         return Start(values, None)
     if init in inits.INITIALISATIONS:

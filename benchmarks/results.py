@@ -52,6 +52,7 @@ class Provenance:
     date: str  # ISO 8601 with time zone
     wall_time_s: float
     command: str
+    trunk_initialisation: dict[str, Any] | None = None  # {name, sha256, ...}: what the weights' training started from
 
 
 @dataclass(frozen=True)
@@ -250,9 +251,12 @@ def _validate_per_query(metrics: dict[str, Any], per_query: dict[str, list[Any]]
 
 
 def _validate_provenance(prov: Any, path: Path) -> None:
-    expected = set(Provenance.__dataclass_fields__)
-    _require(isinstance(prov, dict) and set(prov) == expected,
-             f"provenance fields {sorted(set(prov or {}) ^ expected)} missing or unexpected", path)
+    expected, optional = set(Provenance.__dataclass_fields__), {"trunk_initialisation"}
+    _require(isinstance(prov, dict) and expected - optional <= set(prov) <= expected,
+             f"provenance fields {sorted((set(prov or {}) ^ expected) - optional)} missing or unexpected", path)
+    started = prov.get("trunk_initialisation")
+    _require(started is None or (isinstance(started, dict) and isinstance(started.get("name"), str)),
+             "provenance.trunk_initialisation must be null or name what training started from", path)
     _require(isinstance(prov["git_commit"], str) and isinstance(prov["git_dirty"], bool), "git state malformed", path)
     for key in ("weights_sha256", "dataset_manifest_sha256", "ground_truth_sha256", "descriptor_sha256"):
         value = prov[key]

@@ -44,6 +44,7 @@ class LoadedWeights:
     name: str
     sha256: str
     path: Path
+    trunk_initialisation: dict[str, Any] | None = None  # what training started from (checkpoints of this suite)
 
 
 def config_from(cls: type[RetrievalMethod], values: Mapping[str, Any], source: Path | str) -> Config:
@@ -89,7 +90,9 @@ def load_checkpoint(cls: type[RetrievalMethod], path: Path) -> LoadedWeights:
     model = cls(config_from(cls, payload["config"], path))
     model.protocol = dataclasses.replace(model.protocol, mean=tuple(payload["mean"]), std=tuple(payload["std"]))
     load_state_strictly(model, payload["state_dict"], path)
-    return LoadedWeights(model.eval(), payload["weights"], sha256_of(path), Path(path))
+    started = payload.get("origin", {}).get("trunk_initialisation")
+    return LoadedWeights(model.eval(), payload["weights"], sha256_of(path), Path(path),
+                         dict(started) if isinstance(started, dict) else None)
 
 
 def load_state_strictly(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Path | str) -> None:

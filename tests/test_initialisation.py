@@ -294,8 +294,12 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_settle_none_a_named_initialisation_and_a_conflict(tmp_path):
     start = settle(NetVLADMethod, "none", {"num_clusters": 8}, tmp_path, AcquireOptions())
-    assert start.initialisation is None and start.config_values == {"num_clusters": 8}
+    assert start.initialisation is None
+    assert start.config_values == {"backbone": "vgg16", "drop_final_relu": True, "num_clusters": 8}
     assert start.record() == {"name": "none"}
+    # a random trunk of another kind gets what the method needs of it too
+    start = settle(NetVLADMethod, "none", {"backbone": "efficientnet_lite0"}, tmp_path, AcquireOptions())
+    assert start.config_values == {"backbone": "efficientnet_lite0", "drop_final_relu": False}
     start = settle(NetVLADMethod, LITE0, {"num_clusters": 8}, tmp_path, AcquireOptions())
     assert start.config_values == {"backbone": "efficientnet_lite0", "drop_final_relu": False, "num_clusters": 8}
     assert start.initialisation is not None
@@ -360,7 +364,9 @@ def test_train_from_lite0_records_what_it_started_from(embedded_root, tmp_path):
                                                          "backbone": "efficientnet_lite0", "source": spec.source}
     assert "alpha" in sidecar["origin"]["initialisation"]  # the fitted clusters' own initialisation
     assert (sidecar["mean"], sidecar["std"]) == ([0.5] * 3, [0.5] * 3)
-    model = load_checkpoint(NetVLADMethod, out).model
+    loaded = load_checkpoint(NetVLADMethod, out)
+    assert loaded.trunk_initialisation == sidecar["origin"]["trunk_initialisation"]  # results made from it say so
+    model = loaded.model
     assert model.config.backbone == "efficientnet_lite0" and not model.config.drop_final_relu
     stem = inits.read_state(inits.packaged_file(spec))["_conv_stem.weight"]
     assert torch.equal(model.backbone.state_dict()["conv_stem.weight"], stem)  # 0 steps: the trunk as loaded

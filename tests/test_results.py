@@ -50,6 +50,7 @@ def test_round_trip_is_atomic_and_exact(tmp_path):
         (lambda d: d["metrics"].update(map_medium=41.7), "is not a fraction"),
         (lambda d: d["metrics"].update(mAP=0.5), "metric key 'mAP'"),
         (lambda d: d["provenance"].pop("git_commit"), "provenance fields"),
+        (lambda d: d["provenance"].update(trunk_initialisation="imagenet"), "trunk_initialisation must be null"),
         (lambda d: d["provenance"].update(date="2026-11-22 07:00"), "ISO 8601 with a time zone"),
         (lambda d: d["provenance"].update(ground_truth_sha256=None), "ground_truth_sha256 must be a sha256"),
         (lambda d: d.update(method="DOLG"), "method must be a lowercase id"),
@@ -64,6 +65,17 @@ def test_invalid_results_are_refused_naming_the_field(tmp_path, change, message)
     with pytest.raises(InputError, match=message) as error:
         load_result(path)
     assert str(path) in str(error.value)
+
+
+def test_what_training_started_from_round_trips_and_older_results_without_it_load(tmp_path):
+    started = {"name": "efficientnet_lite0.in1k", "sha256": "c" * 64}
+    result = replace(make_result(), provenance=replace(make_result().provenance, trunk_initialisation=started))
+    path = write_result(result, tmp_path)
+    assert load_result(path).provenance.trunk_initialisation == started
+    data = json.loads(path.read_text())
+    del data["provenance"]["trunk_initialisation"]  # as results written before the field existed
+    path.write_text(json.dumps(data))
+    assert load_result(path).provenance.trunk_initialisation is None
 
 
 def test_an_invalid_result_is_never_written(tmp_path):
