@@ -59,10 +59,10 @@ def test_committed_results_match_their_plugins_and_data(path, embedded_root):
 
 
 def test_changed_ground_truth_weights_and_plugins_are_flagged(embedded_root, tmp_path):
-    committed = load_result(RESULTS_DIR / "synth_places" / "netvlad" / "resnet18.untrained.json")
+    committed = load_result(RESULTS_DIR / "synth_places" / "netvlad" / "effl0.untrained.json")
     moved = replace(committed, provenance=replace(committed.provenance, ground_truth_sha256="e" * 64))
     [problem] = stale_provenance(moved, embedded_root)
-    assert problem.startswith(f"synth_places/netvlad/resnet18.untrained: ground truth sha256 {'e' * 64} differs "
+    assert problem.startswith(f"synth_places/netvlad/effl0.untrained: ground truth sha256 {'e' * 64} differs "
                               f"from the dataset's now ({committed.provenance.ground_truth_sha256})")
     assert stale_provenance(moved, tmp_path) == []  # the dataset is not here: nothing to compare with
 
@@ -76,10 +76,10 @@ def test_changed_ground_truth_weights_and_plugins_are_flagged(embedded_root, tmp
         f"synth_places/netvlad/vgg16.pitts30k: weights sha256 {'c' * 64} differs from the declared {'d' * 64}"]
 
     assert stale_provenance(replace(committed, protocol="revisited")) == [
-        "synth_places/netvlad/resnet18.untrained: protocol 'revisited', the dataset now says 'recall'"]
+        "synth_places/netvlad/effl0.untrained: protocol 'revisited', the dataset now says 'recall'"]
     assert stale_provenance(replace(committed, method="gone", dataset="vanished")) == [
-        "vanished/gone/resnet18.untrained: method 'gone' is not registered any more",
-        "vanished/gone/resnet18.untrained: dataset 'vanished' is not registered any more"]
+        "vanished/gone/effl0.untrained: method 'gone' is not registered any more",
+        "vanished/gone/effl0.untrained: dataset 'vanished' is not registered any more"]
 
 
 def test_only_code_changes_make_the_tree_dirty(tmp_path):

@@ -222,15 +222,15 @@ def test_regression_check_of_re_made_embedded_results(tmp_path):
     assert tables.regressions(RESULTS_DIR, rerun).empty
     code, output = run("check", "--rerun", str(rerun))
     assert code == 0 and "every metric within 0.5 points" in output
-    moved = rerun / "synth_places" / "netvlad" / "resnet18.untrained.json"
+    moved = rerun / "synth_places" / "netvlad" / "effl0.untrained.json"
     data = json.loads(moved.read_text())
     data["metrics"]["recall@5"] += 0.006
     data["per_query"] = {}  # a metric edited alone: with its per-query values kept the file would be refused
     moved.write_text(json.dumps(data))
-    (rerun / "synth_landmarks" / "mscfp" / "resnet18.untrained.json").unlink()
+    (rerun / "synth_landmarks" / "mscfp" / "effl0.untrained.json").unlink()
     found = tables.regressions(RESULTS_DIR, rerun)
-    assert sorted(set(found["result"])) == ["synth_landmarks/mscfp/resnet18.untrained.json",
-                                           "synth_places/netvlad/resnet18.untrained.json"]
+    assert sorted(set(found["result"])) == ["synth_landmarks/mscfp/effl0.untrained.json",
+                                           "synth_places/netvlad/effl0.untrained.json"]
     rows = found[["metric", "difference"]].round(6).fillna(0).values.tolist()
     assert rows == [["(not re-made)", 0], ["recall@5", 0.6]]
     code, output = run("check", "--rerun", str(rerun))
