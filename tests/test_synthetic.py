@@ -14,6 +14,7 @@ from benchmarks.metrics import recall_at_n, revisited_scores
 from benchmarks.search import rank_by_inner_product
 from datasets.formats import DbStruct, read_dbstruct, read_revisited_gnd
 from datasets.synthetic_scenes import generate_landmarks, generate_places
+from tests.naive_descriptors import colour_histogram, colour_thumbnail
 
 SPLITS = ("train", "val", "test")
 Generated = tuple[Path, dict[str, dict[str, int]]]  # (root, counts per benchmark)
@@ -132,29 +133,13 @@ def test_places_are_read_by_the_dbstruct_reader(generated: Generated) -> None:
         assert gap > 100.0
 
 
-# Naive descriptors, to show that the benchmarks are neither trivial nor impossible.
-
-def _colour_histogram(img: Image.Image) -> np.ndarray:
-    """4 x 4 x 4 RGB histogram, square-rooted (Hellinger) and L2-normalised: (64,)."""
-    levels = np.asarray(img.convert("RGB")).reshape(-1, 3) // 64
-    counts = np.bincount(levels @ np.array([16, 4, 1]), minlength=64).astype(np.float64)
-    return np.sqrt(counts) / np.linalg.norm(np.sqrt(counts))
-
-
-def _colour_thumbnail(img: Image.Image) -> np.ndarray:
-    """8 x 8 colour thumbnail, each channel standardised (cancels colour casts), L2-normalised: (192,)."""
-    x = np.asarray(img.convert("RGB").resize((8, 8), Image.Resampling.BILINEAR), dtype=np.float64)
-    x = ((x - x.mean(axis=(0, 1))) / (x.std(axis=(0, 1)) + 1e-6)).ravel()
-    return x / np.linalg.norm(x)
-
-
 def test_landmarks_are_neither_trivial_nor_impossible(generated: Generated) -> None:
     root, _ = generated
     folder = root / "landmarks"
     gnd = read_revisited_gnd(folder / "gnd_synth_landmarks.pkl")
     assert gnd.query_boxes is not None
-    db = np.stack([_colour_histogram(Image.open(folder / "jpg" / f"{n}.jpg")) for n in gnd.db_names])
-    queries = np.stack([_colour_histogram(Image.open(folder / "jpg" / f"{n}.jpg").crop(tuple(box)))
+    db = np.stack([colour_histogram(Image.open(folder / "jpg" / f"{n}.jpg")) for n in gnd.db_names])
+    queries = np.stack([colour_histogram(Image.open(folder / "jpg" / f"{n}.jpg").crop(tuple(box)))
                         for n, box in zip(gnd.query_names, gnd.query_boxes, strict=True)])
     scores = revisited_scores(rank_by_inner_product(queries, db), gnd.easy, gnd.hard, gnd.junk, gnd.n_db)
     rng = np.random.default_rng(0)
@@ -173,8 +158,8 @@ def test_places_are_neither_trivial_nor_impossible(generated: Generated) -> None
     root, _ = generated
     images = root / "places" / "images"
     db_struct = _structs(root)["test"]
-    db = np.stack([_colour_thumbnail(Image.open(images / n)) for n in db_struct.db_image_names])
-    queries = np.stack([_colour_thumbnail(Image.open(images / "queries_real" / n))
+    db = np.stack([colour_thumbnail(Image.open(images / n)) for n in db_struct.db_image_names])
+    queries = np.stack([colour_thumbnail(Image.open(images / "queries_real" / n))
                         for n in db_struct.query_image_names])
     recall = recall_at_n(rank_by_inner_product(queries, db), db_struct.utm_queries, db_struct.utm_db, 25.0, (1, 5))
     # Chance level, exactly: a uniformly random list of N out of n_db misses all p positives w.p. C(n-p, N)/C(n, N).
