@@ -87,7 +87,8 @@ def cache_key(method: str, config: dict[str, Any], weights_sha256: str, protocol
     return _as_json({"format_version": FORMAT_VERSION, "method": method, "config": config,
             "weights_sha256": weights_sha256,
             "protocol": {"max_size": protocol.max_size, "scales": list(protocol.scales), "mean": list(protocol.mean),
-                         "std": list(protocol.std), "cropped": boxes is not None},
+                         "std": list(protocol.std), "cropped": boxes is not None,
+                         **({"exif_orientation": True} if protocol.exif_orientation else {})},
             "precision": precision(device), "dtype": dtype, "n_images": len(paths),
             "images_sha256": images_sha256(paths, boxes, data_root)})
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.errors import InputError
@@ -38,6 +38,10 @@ Embed = Callable[[torch.Tensor], torch.Tensor]
 BAD_IMAGE_CHOICES = ("fail", "skip")
 HEADER_WORKERS_FROM = 4096  # images; fewer headers are read in the main process (see output_sizes)
 SKIP_HINT = "rerun with --on-bad-image skip to leave such images out (recorded in the result)"
+
+
+EXIF_ORIENTATION = 0x0112
+TRANSPOSING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 def target_size(size: tuple[int, int], max_size: int | None) -> tuple[int, int]:
@@ -53,7 +57,8 @@ def read_pixels(path: Path, protocol: ExtractionProtocol, box: Sequence[float] |
     try:
         with Image.open(path) as opened:
             opened.load()
-            image = opened if opened.mode == "RGB" else opened.convert("RGB")
+            image = ImageOps.exif_transpose(opened) if protocol.exif_orientation else opened
+            image = image if image.mode == "RGB" else image.convert("RGB")
     except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt files raise all three
         raise InputError(f"cannot read image ({error})", path) from None
     if box is not None:
@@ -107,7 +112,10 @@ def _output_size(path: Path, protocol: ExtractionProtocol, box: Sequence[float] 
         return target_size((x2 - x1, y2 - y1), protocol.max_size)
     try:
         with Image.open(path) as opened:
-            return target_size(opened.size, protocol.max_size)
+            width, height = opened.size
+            if protocol.exif_orientation and opened.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING:
+                width, height = height, width
+            return target_size((width, height), protocol.max_size)
     except (OSError, ValueError, SyntaxError):
         return -1, -1
 

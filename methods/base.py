@@ -53,7 +53,9 @@ class ExtractionProtocol:
     ``max_size``: images whose longest side exceeds it are downscaled to it (aspect kept) before the scales
     apply; smaller ones are not enlarged (None: the image as it is). Multi-scale
     descriptors are L2-normalised per scale, averaged and re-normalised. ``crop_queries``: queries are
-    cropped to their ground-truth box first (revisited protocol).
+    cropped to their ground-truth box first (revisited protocol). ``exif_orientation``: the image is first
+    turned as its EXIF orientation tag says (OpenCV's ``imread`` does so; PIL's ``open``, MATLAB's ``imread``
+    and revisitop's code read the stored pixels as they are).
     """
 
     max_size: int | None = 1024
@@ -61,6 +63,7 @@ class ExtractionProtocol:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     crop_queries: bool = True
+    exif_orientation: bool = False
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,8 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
         trained = nn.SyncBatchNorm.convert_sync_batchnorm(trained)
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(trained)
-    protocol = ExtractionProtocol(max_size=None, mean=model.protocol.mean, std=model.protocol.std)
+    protocol = ExtractionProtocol(max_size=None, mean=model.protocol.mean, std=model.protocol.std,
+                                  exif_orientation=model.protocol.exif_orientation)
     model.train()
     if recipe.frozen_batchnorm:
         freeze_batchnorm(model)

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from benchmarks.cli import cli
 from benchmarks.evaluate import _manifest_sha256, ground_truth_sha256
-from benchmarks.extract import read_pixels
+from benchmarks.extract import output_sizes, read_pixels
 from benchmarks.metrics import revisited_scores
 from benchmarks.search import rank_by_inner_product
 from datasets import load_plugins
@@ -35,6 +35,8 @@ from datasets.photo_views import (
 )
 from datasets.synthetic import GENERATOR_VERSION, MANIFEST, PhotoLandmarks
 from methods.base import ExtractionProtocol
+from methods.dolg import DOLGMethod
+from methods.netvlad import NetVLADMethod
 from tests.naive_descriptors import colour_histogram, colour_thumbnail
 
 NAME = "photo_landmarks"
@@ -161,9 +163,15 @@ def test_exif_rotated_files_show_upright(root: Path, gnd: RevisitedGroundTruth) 
     difference = np.abs(np.asarray(upright, float) - np.asarray(made, float)).mean()
     turned = np.abs(np.asarray(upright.rotate(180), float) - np.asarray(made, float)).mean()
     assert difference < 3 and turned > 30  # measured: 1.2 (JPEG at quality 92) against 52 turned by 180 degrees
-    # The suite's loader reads the stored pixels without applying EXIF, as revisitop's reference code (Pillow,
-    # no exif_transpose) does: a method sees these views turned by 90 degrees. Committed results depend on it.
-    assert read_pixels(_jpg(root, name), ExtractionProtocol(max_size=None)).shape == (250, 256, 3)
+    # A protocol reads the stored pixels as they are (revisitop, Pillow, MATLAB: the view turned by 90 degrees)
+    # unless it declares EXIF orientation (OpenCV's imread, as DOLG's official evaluation reads): then upright,
+    # and the header read that sizes the batches agrees.
+    as_stored, as_shown = ExtractionProtocol(max_size=None), ExtractionProtocol(max_size=None, exif_orientation=True)
+    assert read_pixels(_jpg(root, name), as_stored).shape == (250, 256, 3)
+    assert np.array_equal(read_pixels(_jpg(root, name), as_shown), np.asarray(upright.convert("RGB")))
+    assert output_sizes([_jpg(root, name)] * 2, as_stored).tolist() == [[256, 250]] * 2
+    assert output_sizes([_jpg(root, name)] * 2, as_shown).tolist() == [[250, 256]] * 2
+    assert DOLGMethod.protocol.exif_orientation and not NetVLADMethod.protocol.exif_orientation
 
 
 def test_data_verify_passes_and_names_a_damaged_image(root: Path, tmp_path: Path) -> None:
