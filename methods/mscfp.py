@@ -1,11 +1,19 @@
 """MSCFP (Vaccaro, Bertini, Uricchio, Del Bimbo, "Image Retrieval using Multi-scale CNN Features Pooling",
 ICMR 2020, arXiv 2004.09695).
 
-ResNet conv5 features are max-pooled with 2 x 2 and 3 x 3 windows at stride 1; the columns of both pooled
-maps, L2-normalised, are the local descriptors. As in the authors' code each 2048-D column is cut into
-512-D sub-vectors before a NetVLAD layer (K = 64, so 64 x 512 = 32768-D), initialised by k-means;
-PCA-whitening and L2 give the descriptor. Trained with a triplet loss (margin 0.1, squared distances) on
-triplets from the paper's Algorithm 1 (``methods.mining.mscfp_triplets``).
+ResNet conv5 features are max-pooled with 2 x 2 and 3 x 3 windows at stride 1; each column of both pooled
+maps is cut into 512-D sub-vectors, the local descriptors of a NetVLAD layer (K = 64, so 64 x 512 = 32768-D)
+initialised by k-means; PCA-whitening and L2 give the descriptor. Trained with a triplet loss (margin 0.1,
+squared distances) on triplets from the paper's Algorithm 1 (``methods.mining.mscfp_triplets``).
+
+The defaults compute what the authors' code computes (github.com/fede-vaccaro/NetVlad at commit 1896f71,
+which produced the paper's numbers): ``netvlad_model.py`` ``NetVladBase.features`` cuts the columns into
+512-D parts (``netvlad.py`` ``make_locals``) and L2-normalises each part (``part_normalisation=True``);
+``netvlad.py`` ``NetVLAD.forward`` intra-normalises the (D, K) VLAD matrix over the clusters, for each
+dimension (``vlad_normalisation="over_clusters"``), then flattens it d-major and L2-normalises it. The
+paper's reading is the variant ``part_normalisation=False`` (the whole 2048-D column L2-normalised, then
+cut) with ``vlad_normalisation="per_cluster"`` (NetVLAD's intra-normalisation of each cluster's residual).
+``tests/test_mscfp_reference.py`` holds the suite to the authors' descriptor of one photo on shared weights.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import torch.nn.functional as F
 from methods import METHODS
 from methods.base import ExtractionProtocol, WeightsSpec
 from methods.layers.column_pooling import split_columns, stride1_max_pool_columns
+from methods.layers.netvlad import NetVLAD
 from methods.netvlad import NetVLADConfig, VLADMethod
 from methods.train import TripletRecipe
 
@@ -32,6 +41,8 @@ class MSCFPConfig(NetVLADConfig):
     whiten_dim: int | None = 4096
     pool_windows: tuple[int, ...] = (2, 3)
     subvector_dim: int = 512
+    part_normalisation: bool = True    # True: each 512-D part to unit norm (authors' code); False: the column
+    vlad_normalisation: str = "over_clusters"  # authors' code; "per_cluster": NetVLAD's (the paper's reading)
 
 
 @METHODS.register("mscfp")
@@ -54,6 +65,13 @@ class MSCFPMethod(VLADMethod):
     def local_dim(self) -> int:
         return self.config.subvector_dim
 
+    def vlad_layer(self) -> NetVLAD:
+        cfg = self.config
+        return NetVLAD(self.local_dim, cfg.num_clusters, cfg.assignment_bias, cfg.vlad_normalisation)
+
     def local_descriptors(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, subvector_dim, N * C / subvector_dim) unit-norm parts (or parts of unit columns)."""
         columns = stride1_max_pool_columns(self.backbone(images)[-1], self.config.pool_windows)
+        if self.config.part_normalisation:
+            return F.normalize(split_columns(columns, self.config.subvector_dim), dim=1)
         return split_columns(F.normalize(columns, dim=1), self.config.subvector_dim)

@@ -63,8 +63,12 @@ class VLADMethod(RetrievalMethod):
         super().__init__(config)
         cfg = self.config
         self.backbone = create_backbone(cfg.backbone, (cfg.feature_index,), drop_final_relu=cfg.drop_final_relu)
-        self.vlad = NetVLAD(self.local_dim, cfg.num_clusters, cfg.assignment_bias)
+        self.vlad = self.vlad_layer()
         self.whitening = PCAWhitening(self.vlad.output_dim, cfg.whiten_dim) if cfg.whiten_dim else None
+
+    def vlad_layer(self) -> NetVLAD:
+        """The NetVLAD layer over ``local_dim``-D local descriptors (subclasses may choose its options)."""
+        return NetVLAD(self.local_dim, self.config.num_clusters, self.config.assignment_bias)
 
     @property
     def local_dim(self) -> int:

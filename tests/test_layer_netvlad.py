@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from methods.layers.netvlad import SECOND_CENTROID_RATIO, NetVLAD, kmeans
+from methods.layers.netvlad import NORMALISATIONS, SECOND_CENTROID_RATIO, NetVLAD, kmeans
 
 
 def unit_rows(x: np.ndarray, axis: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=axis, keepdims=True)
 
 
-def direct_netvlad(local: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, centroids: np.ndarray) -> np.ndarray:
+def direct_netvlad(local: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, centroids: np.ndarray,
+                   normalisation: str = "per_cluster") -> np.ndarray:
     """(D, N) local descriptors of one image -> (K * D,) NetVLAD vector by explicit loops (not the layer's code)."""
     dim, n = local.shape
     k_count = centroids.shape[0]
@@ -32,9 +33,15 @@ def direct_netvlad(local: np.ndarray, weight: np.ndarray, bias: np.ndarray | Non
             a = exps[k] / total
             for d in range(dim):
                 vlad[k][d] += a * (x[d] - float(centroids[k, d]))
-    for k in range(k_count):  # intra-normalisation
-        norm = math.sqrt(sum(v * v for v in vlad[k]))
-        vlad[k] = [v / norm for v in vlad[k]]
+    if normalisation == "per_cluster":  # intra-normalisation: each cluster's residual sum
+        for k in range(k_count):
+            norm = math.sqrt(sum(v * v for v in vlad[k]))
+            vlad[k] = [v / norm for v in vlad[k]]
+    else:  # over the clusters, for each dimension (MSCFP's authors' code)
+        for d in range(dim):
+            norm = math.sqrt(sum(vlad[k][d] ** 2 for k in range(k_count)))
+            for k in range(k_count):
+                vlad[k][d] /= norm
     flat = [0.0] * (k_count * dim)
     for d in range(dim):
         for k in range(k_count):
@@ -59,10 +66,12 @@ def random_local(batch: int, dim: int, n: int, seed: int = 1) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(batch, dim, n, generator=generator, dtype=torch.float64), dim=1)
 
 
+@pytest.mark.parametrize("normalisation", NORMALISATIONS)
 @pytest.mark.parametrize("bias", [False, True])
-def test_forward_equals_direct_loop_computation(bias: bool) -> None:
+def test_forward_equals_direct_loop_computation(bias: bool, normalisation: str) -> None:
     dim, k, n, batch = 5, 3, 7, 2
     layer = random_layer(dim, k, bias)
+    layer.normalisation = normalisation
     local = random_local(batch, dim, n)
     with torch.no_grad():
         out = layer(local).numpy()
@@ -70,7 +79,7 @@ def test_forward_equals_direct_loop_computation(bias: bool) -> None:
     b = layer.assignment.bias.detach().numpy() if bias else None
     centroids = layer.centroids.detach().numpy()
     for j in range(batch):
-        expected = direct_netvlad(local[j].numpy(), weight, b, centroids)
+        expected = direct_netvlad(local[j].numpy(), weight, b, centroids, normalisation)
         np.testing.assert_allclose(out[j], expected, rtol=0, atol=1e-12)
 
 
@@ -98,6 +107,25 @@ def test_hand_computed_single_descriptor() -> None:
         out = layer(torch.tensor([[[1.0], [0.0]]], dtype=torch.float64))
     expected = torch.tensor([[0.5, 1 / math.sqrt(2), -0.5, 0.0]], dtype=torch.float64)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+def test_hand_computed_normalisation_over_clusters() -> None:
+    """The example above normalised over the clusters, for each dimension: the residual sums
+    V(1) = (1/2, -1/2), V(2) = (1, 0) give (1/2, 1)/(sqrt(5)/2) for d = 0 and (-1/2, 0)/(1/2) for d = 1; d-major
+    [1/sqrt(5), 2/sqrt(5), -1, 0], norm sqrt(2) -> [1/sqrt(10), 2/sqrt(10), -1/sqrt(2), 0]."""
+    layer = NetVLAD(2, 2, normalisation="over_clusters").double()
+    with torch.no_grad():
+        layer.assignment.weight.zero_()
+        layer.centroids.copy_(torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64))
+        out = layer(torch.tensor([[[1.0], [0.0]]], dtype=torch.float64))
+    expected = torch.tensor([[1 / math.sqrt(10), 2 / math.sqrt(10), -1 / math.sqrt(2), 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+def test_default_normalisation_is_per_cluster_and_unknown_ones_are_refused() -> None:
+    assert NetVLAD(4, 2).normalisation == "per_cluster"
+    with pytest.raises(ValueError, match="per_cluster"):
+        NetVLAD(4, 2, normalisation="per_dimension")
 
 
 @pytest.mark.parametrize("bias", [False, True])

@@ -18,6 +18,7 @@ from benchmarks.provenance import REPO_ROOT
 from benchmarks.results import load_result
 from datasets import load_plugins as load_datasets
 from methods.losses import triplet_loss
+from methods.layers.column_pooling import split_columns, stride1_max_pool_columns
 from methods.mscfp import MSCFPConfig, MSCFPMethod
 from methods.netvlad import NetVLADConfig, NetVLADMethod
 from methods.train import TripletRecipe, _learning_rate, _trainable_parameters, _validate, train
@@ -91,12 +92,21 @@ def test_descriptors_unit_norm_batch_invariant_and_deterministic(cls, config):
 def test_mscfp_local_descriptors_are_pooled_columns_cut_in_parts():
     torch.manual_seed(0)
     model = MSCFPMethod(TINY_MSCFP).eval()
+    paper = MSCFPMethod(dataclasses.replace(TINY_MSCFP, part_normalisation=False)).eval()
+    paper.load_state_dict(model.state_dict())
+    images = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
-        local = model.local_descriptors(torch.randn(1, 3, 96, 128))
+        local, whole = model.local_descriptors(images), paper.local_descriptors(images)
+        columns = stride1_max_pool_columns(model.backbone(images)[-1], (2, 3))
     # resnet18 conv5 of 96 x 128 is 3 x 4: 2 x 2 windows give 2 x 3 columns, 3 x 3 give 1 x 2; 512 = 4 x 128.
-    assert local.shape == (1, 128, (6 + 2) * 4)
-    norms = local.reshape(1, 128, 4, 8).pow(2).sum(dim=(1, 2)).sqrt()  # the parts of one column: unit norm
+    assert local.shape == whole.shape == (1, 128, (6 + 2) * 4)
+    # the authors' code: each 128-D part of a column to unit norm; the paper's reading: the whole column
+    torch.testing.assert_close(local.norm(dim=1), torch.ones(1, 32))
+    norms = whole.reshape(1, 128, 4, 8).pow(2).sum(dim=(1, 2)).sqrt()
     torch.testing.assert_close(norms, torch.ones(1, 8))
+    parts = split_columns(columns, 128)
+    torch.testing.assert_close(local, parts / parts.norm(dim=1, keepdim=True))
+    torch.testing.assert_close(whole, split_columns(columns / columns.norm(dim=1, keepdim=True), 128))
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, launcher: tuple[str, ...] = (sys.executable,)

@@ -1,8 +1,9 @@
 """NetVLAD pooling (Arandjelovic et al., CVPR 2016): soft-assignment VLAD with decoupled {w_k, b_k} and c_k.
 
 Each local descriptor x_i is softly assigned to cluster k with a_k(x_i) = softmax_k(w_k . x_i + b_k); the
-VLAD matrix V(k, d) = sum_i a_k(x_i) (x_i(d) - c_k(d)) is intra-normalised (each cluster's residual
-sum to unit L2 norm), flattened and L2-normalised. The flattened vector is d-major (index d * K + k), the
+VLAD matrix V(k, d) = sum_i a_k(x_i) (x_i(d) - c_k(d)) is intra-normalised (``per_cluster``: each cluster's
+residual sum to unit L2 norm; ``over_clusters``: each dimension d's K values to unit norm, as MSCFP's authors'
+code does), flattened and L2-normalised. The flattened vector is d-major (index d * K + k), the
 layout of the authors' MatConvNet layer, so a released whitening applies to it unchanged.
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ from torch import nn
 
 # The paper's alpha: on average the second-closest centroid gets 1/100 of the closest one's assignment.
 SECOND_CENTROID_RATIO = 0.01
+# Intra-normalisation: V(k, .) to unit norm for each cluster k (the paper), or V(., d) for each dimension d.
+NORMALISATIONS = ("per_cluster", "over_clusters")
 
 
 class NetVLAD(nn.Module):
@@ -23,12 +26,15 @@ class NetVLAD(nn.Module):
 
     ``assignment_bias`` False is the variant of the released models (``vlad``: w_k proportional to the
     unit centroid, no bias); True is the paper's general form (``vladv2``: w_k = 2 alpha c_k,
-    b_k = -alpha |c_k|^2).
+    b_k = -alpha |c_k|^2). ``normalisation``: one of ``NORMALISATIONS`` (the intra-normalisation's axis).
     """
 
-    def __init__(self, dim: int, num_clusters: int = 64, assignment_bias: bool = False) -> None:
+    def __init__(self, dim: int, num_clusters: int = 64, assignment_bias: bool = False,
+                 normalisation: str = "per_cluster") -> None:
         super().__init__()
-        self.dim, self.num_clusters = dim, num_clusters
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation {normalisation!r} is not one of {NORMALISATIONS}")
+        self.dim, self.num_clusters, self.normalisation = dim, num_clusters, normalisation
         self.assignment = nn.Linear(dim, num_clusters, bias=assignment_bias)
         self.centroids = nn.Parameter(torch.randn(num_clusters, dim) / math.sqrt(dim))
 
@@ -41,7 +47,7 @@ class NetVLAD(nn.Module):
                              + self._bias()[None, :, None], dim=1)                          # (B, K, N)
         residual_sums = torch.bmm(soft, local.transpose(1, 2)) \
             - soft.sum(dim=2, keepdim=True) * self.centroids[None]                          # (B, K, D)
-        vlad = F.normalize(residual_sums, dim=2)                                            # intra-normalisation
+        vlad = F.normalize(residual_sums, dim=2 if self.normalisation == "per_cluster" else 1)  # intra-norm.
         return F.normalize(vlad.transpose(1, 2).flatten(1), dim=1)
 
     def _bias(self) -> torch.Tensor:
