@@ -23,7 +23,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Config:
-    """Every knob of a method that changes a number. Subclasses are frozen dataclasses with defaults."""
+    """Every knob of a method that changes a number. Subclasses are frozen dataclasses with defaults.
+
+    ``absent_means``: for a field added after checkpoints were saved, the value that a stored config lacking it
+    computed with (the behaviour before the field existed), where that differs from the field's default."""
+
+    absent_means: ClassVar[Mapping[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -17,8 +17,9 @@ cut) with ``vlad_normalisation="per_cluster"`` (NetVLAD's intra-normalisation of
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,8 @@ class MSCFPConfig(NetVLADConfig):
     subvector_dim: int = 512
     part_normalisation: bool = True    # True: each 512-D part to unit norm (authors' code); False: the column
     vlad_normalisation: str = "over_clusters"  # authors' code; "per_cluster": NetVLAD's (the paper's reading)
+    # checkpoints saved before these fields existed computed the paper's reading
+    absent_means: ClassVar[Mapping[str, Any]] = {"part_normalisation": False, "vlad_normalisation": "per_cluster"}
 
 
 @METHODS.register("mscfp")

@@ -87,7 +87,8 @@ def load_checkpoint(cls: type[RetrievalMethod], path: Path) -> LoadedWeights:
         raise InputError(f"not a {FORMAT} checkpoint", path)
     if payload["method"] != cls.name:
         raise InputError(f"these weights are for method {payload['method']!r}, not {cls.name!r}", path)
-    model = cls(config_from(cls, payload["config"], path))
+    stored = {**cls.config_class.absent_means, **payload["config"]}  # an older checkpoint computes as it did
+    model = cls(config_from(cls, stored, path))
     model.protocol = dataclasses.replace(model.protocol, mean=tuple(payload["mean"]), std=tuple(payload["std"]))
     load_state_strictly(model, payload["state_dict"], path)
     started = payload.get("origin", {}).get("trunk_initialisation")

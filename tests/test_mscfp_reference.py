@@ -21,6 +21,7 @@ from torch import nn
 
 from methods.layers.column_pooling import split_columns, stride1_max_pool_columns
 from methods.mscfp import MSCFPConfig, MSCFPMethod
+from methods.weights import load_checkpoint, save_checkpoint
 
 REFERENCE = Path(__file__).parent / "data" / "mscfp_authors_grace_hopper.npz"
 SIZE = 224  # the photo resized to 224 x 224: conv5 is 7 x 7, so 36 + 25 columns, 244 parts of 512-D
@@ -117,3 +118,19 @@ def test_unknown_vlad_normalisation_is_refused() -> None:
     with pytest.raises(ValueError, match="over_clusters"):
         MSCFPMethod(MSCFPConfig(backbone="resnet18", whiten_dim=None, subvector_dim=128, num_clusters=4,
                                 vlad_normalisation="per_dimension"))
+
+
+def test_a_checkpoint_saved_before_the_fields_existed_loads_as_the_papers_reading(tmp_path: Path) -> None:
+    """Its config lacks part_normalisation and vlad_normalisation: it computed the paper's reading, and must
+    go on doing so rather than take the new defaults."""
+    config = MSCFPConfig(backbone="resnet18", subvector_dim=128, num_clusters=4, whiten_dim=None)
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, MSCFPMethod(config), "resnet18.old", {})
+    payload = torch.load(path, weights_only=True)
+    for field in ("part_normalisation", "vlad_normalisation"):
+        del payload["config"][field]
+    torch.save(payload, path)
+    loaded = load_checkpoint(MSCFPMethod, path).model.config
+    assert (loaded.part_normalisation, loaded.vlad_normalisation) == (False, "per_cluster")
+    save_checkpoint(tmp_path / "new.pt", MSCFPMethod(config), "resnet18.new", {})
+    assert load_checkpoint(MSCFPMethod, tmp_path / "new.pt").model.config == config  # new ones keep theirs
