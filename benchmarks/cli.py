@@ -536,8 +536,11 @@ def check_command(results_dir: Path | None, reported_dir: Path | None, tables_di
                        "tolerance (points):")
             click.echo(missed[["method", "table", "row", "weights", "dataset", "metric", "reported", "reproduced",
                                "difference", "tolerance"]].to_string(index=False))
-        else:
+        elif compared:
             click.echo(f"reported vs reproduced: {compared} numbers, all within tolerance")
+        else:
+            click.echo("reported vs reproduced: no result reproduces a reported number yet, nothing to hold to "
+                       "tolerance (results/ holds the embedded runs; `reproduce` adds the papers' benchmarks)")
         stale = tables.stale_files(tables_dir or tables.TABLES_DIR, tables.generate(reported, results))
         if stale:
             failures += 1
