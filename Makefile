@@ -20,7 +20,7 @@ test: $(STAMP)
 	@$(MAKE) --no-print-directory check
 	@$(MAKE) --no-print-directory regression
 
-# The main job on the embedded benchmarks, offline, in about ten minutes on a 2-core laptop CPU: the registered
+# The main job on the embedded benchmarks, offline, in about 8 minutes on a 2-core laptop CPU: the registered
 # plugins; the three embedded benchmarks generated under the data root ($$BENCH_DATA, default
 # ~/.cache/image-retrieval-benchmarks) in the real datasets' formats, described and verified; NetVLAD, MSCFP, REMAP
 # and DOLG on a real ImageNet trunk that ships with the requirements (EfficientNet-Lite0, --init
