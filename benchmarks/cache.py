@@ -88,7 +88,9 @@ def cache_key(method: str, config: dict[str, Any], weights_sha256: str, protocol
             "weights_sha256": weights_sha256,
             "protocol": {"max_size": protocol.max_size, "scales": list(protocol.scales), "mean": list(protocol.mean),
                          "std": list(protocol.std), "cropped": boxes is not None,
-                         **({"exif_orientation": True} if protocol.exif_orientation else {})},
+                         **({"exif_orientation": True} if protocol.exif_orientation else {}),
+                         **({"crop_rounding": protocol.crop_rounding} if protocol.crop_rounding != "round" else {}),
+                         **({"scale_resize": protocol.scale_resize} if protocol.scale_resize != "torch" else {})},
             "precision": precision(device), "dtype": dtype, "n_images": len(paths),
             "images_sha256": images_sha256(paths, boxes, data_root)})
 

@@ -112,7 +112,8 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
     config = {"method": model.config.to_dict(), "split": dataset.split_name(options.split),
               "protocol": {"max_size": protocol.max_size, "scales": list(protocol.scales),
                            "mean": list(protocol.mean), "std": list(protocol.std),
-                           "queries_cropped": found.queries_cropped, "exif_orientation": protocol.exif_orientation},
+                           "queries_cropped": found.queries_cropped, "exif_orientation": protocol.exif_orientation,
+                           "crop_rounding": protocol.crop_rounding, "scale_resize": protocol.scale_resize},
               "descriptor_dim": int(db.shape[1])}
     if compression is not None:
         config["compression"] = compression.describe(int(db.shape[1]))

@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.errors import InputError
-from datasets.base import crop_query
+from datasets.base import crop_query, query_box
 from methods.base import ExtractionProtocol
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def read_pixels(path: Path, protocol: ExtractionProtocol, box: Sequence[float] |
     except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt files raise all three
         raise InputError(f"cannot read image ({error})", path) from None
     if box is not None:
-        image = crop_query(image, box)
+        image = crop_query(image, box, protocol.crop_rounding)
     size = target_size(image.size, protocol.max_size)
     if size != image.size:
         image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
@@ -107,17 +107,20 @@ def channels_last(embed: Embed) -> Iterator[bool]:
 
 def _output_size(path: Path, protocol: ExtractionProtocol, box: Sequence[float] | None) -> tuple[int, int]:
     """(width, height) the image will have after crop and downscale; (-1, -1) when its header is unreadable."""
-    if box is not None:
-        x1, y1, x2, y2 = (round(v) for v in box)
+    if box is not None and protocol.crop_rounding == "round":  # no header read needed
+        x1, y1, x2, y2 = query_box(box)
         return target_size((x2 - x1, y2 - y1), protocol.max_size)
     try:
         with Image.open(path) as opened:
             width, height = opened.size
             if protocol.exif_orientation and opened.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING:
                 width, height = height, width
-            return target_size((width, height), protocol.max_size)
     except (OSError, ValueError, SyntaxError):
         return -1, -1
+    if box is not None:
+        x1, y1, x2, y2 = query_box(box, protocol.crop_rounding, (width, height))
+        width, height = x2 - x1, y2 - y1
+    return target_size((width, height), protocol.max_size)
 
 
 class _Headers(Dataset):
@@ -174,15 +177,27 @@ def size_batches(paths: Sequence[Path], protocol: ExtractionProtocol, boxes: np.
     return batches_by_size(sizes, batch_size)
 
 
-def embed_at_scales(embed: Embed, images: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
+def resize_to_scale(images: torch.Tensor, scale: float, protocol: ExtractionProtocol) -> torch.Tensor:
+    """(B, C, H, W) at ``scale`` as the protocol resizes. ``torch``: ``F.interpolate`` by the scale factor (floored
+    sizes, coordinates mapped by 1/s, antialiased when shrinking); ``opencv``: bilinear to ``int(round(h * s)) x
+    int(round(w * s))``, coordinates mapped by the size ratio, no antialiasing: ``cv2.resize(..., INTER_LINEAR)``
+    on float images (tests/data/cv2_resize_reference.npz)."""
+    if scale == 1.0:
+        return images
+    if protocol.scale_resize == "opencv":
+        height, width = images.shape[-2:]
+        size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=False)
+    return F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False, antialias=scale < 1)
+
+
+def embed_at_scales(embed: Embed, images: torch.Tensor, protocol: ExtractionProtocol) -> torch.Tensor:
     """(B, 3, H, W) -> (B, D): the sum of each scale's L2-normalised descriptor, re-normalised."""
-    if tuple(scales) == (1.0,):
+    if tuple(protocol.scales) == (1.0,):
         return embed(images)
     total = None
-    for scale in scales:
-        scaled = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear",
-                                                           align_corners=False, antialias=scale < 1)
-        out = F.normalize(embed(scaled), dim=1)
+    for scale in protocol.scales:
+        out = F.normalize(embed(resize_to_scale(images, scale, protocol)), dim=1)
         total = out if total is None else total + out
     assert total is not None
     return F.normalize(total, dim=1)
@@ -282,7 +297,7 @@ def embed_batch(embed: Embed, pixels: torch.Tensor, protocol: ExtractionProtocol
     if not (module or cuda):
         images = images.contiguous()
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-        return embed_at_scales(embed, images, protocol.scales).float().cpu().numpy()
+        return embed_at_scales(embed, images, protocol).float().cpu().numpy()
 
 
 def _check_finite(descriptors: np.ndarray, rows: np.ndarray, paths: Sequence[Path], label: str) -> None:
@@ -341,5 +356,5 @@ def extract_one_by_one(embed: Embed, paths: Sequence[Path], protocol: Extraction
                        boxes: np.ndarray | None = None, device: torch.device | str = "cpu") -> np.ndarray:
     """(N, D) float32: the straightforward loop (one image read and embedded at a time), the reference."""
     rows = [embed_at_scales(embed, load_image(path, protocol, None if boxes is None else boxes[i])[None].to(device),
-                            protocol.scales).float().cpu().numpy()[0] for i, path in enumerate(paths)]
+                            protocol).float().cpu().numpy()[0] for i, path in enumerate(paths)]
     return np.stack(rows)

@@ -157,17 +157,34 @@ class LoadedDataset:
     ground_truth: GroundTruth  # holds the query boxes where the protocol crops queries
 
 
-def crop_query(image: Image.Image, box: Sequence[float]) -> Image.Image:
-    """The revisited protocol's query crop, applied before any other processing.
+CROP_ROUNDINGS = ("round", "truncate")
 
-    ``box`` is the gnd's ``bbx`` [x1, y1, x2, y2] in pixels. Each coordinate is rounded to the nearest integer
-    (Python's ``round``: halves to even) and x2, y2 are exclusive, exactly as Pillow's ``Image.crop`` in
-    revisitop's reference Python code; no clamping (a box beyond the image is padded, as there).
-    """
-    x1, y1, x2, y2 = (round(float(v)) for v in box)
+
+def query_box(box: Sequence[float], rounding: str = "round", size: tuple[int, int] | None = None
+              ) -> tuple[int, int, int, int]:
+    """The integer crop (x1, y1, x2, y2), x2 and y2 exclusive, of the gnd's ``bbx`` in pixels.
+
+    ``round``: each coordinate to the nearest integer (Python's ``round``: halves to even), no clamping (a box
+    beyond the image is padded), exactly Pillow's ``Image.crop`` in revisitop's reference Python code.
+    ``truncate``: ``int()`` of each coordinate, clamped to the image of ``size`` (width, height), as numpy
+    slicing ``im[y1:y2, x1:x2]`` does in DOLG's official ``evaler/infer.py``."""
+    if rounding not in CROP_ROUNDINGS:
+        raise ValueError(f"crop rounding must be one of {CROP_ROUNDINGS}, not {rounding!r}")
+    if rounding == "round":
+        x1, y1, x2, y2 = (round(float(v)) for v in box)
+    else:
+        if size is None:
+            raise ValueError("a truncated crop needs the image size")
+        x1, y1, x2, y2 = (max(0, int(float(v))) for v in box)
+        x2, y2 = min(x2, size[0]), min(y2, size[1])
     if x2 <= x1 or y2 <= y1:
         raise ValueError(f"empty query box {list(box)}")
-    return image.crop((x1, y1, x2, y2))
+    return x1, y1, x2, y2
+
+
+def crop_query(image: Image.Image, box: Sequence[float], rounding: str = "round") -> Image.Image:
+    """The revisited protocol's query crop (see :func:`query_box`), applied before any other processing."""
+    return image.crop(query_box(box, rounding, image.size))
 
 
 def unreadable_images(paths: Sequence[Path], label: str = "images") -> list[Path]:

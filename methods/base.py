@@ -58,9 +58,12 @@ class ExtractionProtocol:
     ``max_size``: images whose longest side exceeds it are downscaled to it (aspect kept) before the scales
     apply; smaller ones are not enlarged (None: the image as it is). Multi-scale
     descriptors are L2-normalised per scale, averaged and re-normalised. ``crop_queries``: queries are
-    cropped to their ground-truth box first (revisited protocol). ``exif_orientation``: the image is first
-    turned as its EXIF orientation tag says (OpenCV's ``imread`` does so; PIL's ``open``, MATLAB's ``imread``
-    and revisitop's code read the stored pixels as they are).
+    cropped to their ground-truth box first (revisited protocol), the box's coordinates rounded (``crop_rounding``
+    "round", revisitop's Pillow crop) or truncated and clamped ("truncate", numpy slicing after ``int()``).
+    ``exif_orientation``: the image is first turned as its EXIF orientation tag says (OpenCV's ``imread`` does
+    so; PIL's ``open``, MATLAB's ``imread`` and revisitop's code read the stored pixels as they are).
+    ``scale_resize``: how an image is resized to each scale, "torch" or "opencv" (see
+    ``benchmarks.extract.embed_at_scales``).
     """
 
     max_size: int | None = 1024
@@ -69,6 +72,13 @@ class ExtractionProtocol:
     std: tuple[float, float, float] = IMAGENET_STD
     crop_queries: bool = True
     exif_orientation: bool = False
+    crop_rounding: str = "round"
+    scale_resize: str = "torch"
+
+    def __post_init__(self) -> None:
+        if self.crop_rounding not in ("round", "truncate") or self.scale_resize not in ("torch", "opencv"):
+            raise ValueError(f"crop_rounding must be round or truncate, scale_resize torch or opencv: got "
+                             f"{self.crop_rounding!r}, {self.scale_resize!r}")
 
 
 @dataclass(frozen=True)

@@ -74,9 +74,10 @@ class DOLGMethod(RetrievalMethod):
     description = "DOLG (ICCV 2021): ResNet res4 attention + res5 GeM, orthogonal fusion, 512-D"
     config_class = DOLGConfig
     config: DOLGConfig
-    # The official evaler/infer.py reads with cv2.imread, which turns the image as its EXIF orientation says.
+    # As the official evaler/infer.py and process.py (63b117d): cv2.imread (EXIF orientation applied), the query
+    # box truncated by int() and sliced, each scale cv2.resize INTER_LINEAR to int(round(h * s)) x int(round(w * s)).
     protocol = ExtractionProtocol(max_size=None, scales=(0.3535, 0.5, 0.7071, 1.0, 1.4142), crop_queries=True,
-                                  exif_orientation=True)
+                                  exif_orientation=True, crop_rounding="truncate", scale_resize="opencv")
     # The official configuration (configs/resnet101_delg_8gpu.yaml): ArcFace margin 0.15, scale 30; SGD with
     # Nesterov momentum 0.9, weight decay 1e-4, learning rate 0.01 on a cosine over 100 epochs after 5 of
     # warm-up; 64 images a batch, 224 x 224 random crops with flips.
