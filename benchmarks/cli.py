@@ -580,6 +580,7 @@ def compare_command(a: Path, b: Path, setting: str, n: int, top: int, resamples:
     from benchmarks.results import load_result
 
     result_a, result_b = load_result(a), load_result(b)
+    _refuse_ignored_option(click.get_current_context(), result_a.protocol, a)
     c = compare(result_a, result_b, setting, n, resamples, seed, (str(a), str(b)))
     changed = [{"query": int(c.queries[i]), "a": 100 * c.a[i], "b": 100 * c.b[i],
                 "difference": 100 * (c.b[i] - c.a[i])} for i in c.most_changed(top)]
@@ -598,6 +599,19 @@ def compare_command(a: Path, b: Path, setting: str, n: int, top: int, resamples:
         click.echo(f"queries that changed most:\n  {'query':>6} {'A':>7} {'B':>7} {'B - A':>8}")
         for row in changed:
             click.echo(f"  {row['query']:>6} {row['a']:7.2f} {row['b']:7.2f} {row['difference']:+8.2f}")
+
+
+def _refuse_ignored_option(ctx: click.Context, protocol: str, path: Path) -> None:
+    """An explicit --setting or --n that the result's protocol would ignore is an error, not silently dropped."""
+    from click.core import ParameterSource
+
+    given = {name for name in ("setting", "n") if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    if "setting" in given and protocol != "revisited":
+        raise InputError(f"--setting applies to revisited results; this is a {protocol} result"
+                         + (" (places use --n)" if protocol == "recall" else " (one AP per query)"), path)
+    if "n" in given and protocol != "recall":
+        raise InputError(f"--n applies to place-recognition (Recall@N) results; this is a {protocol} result"
+                         + (" (use --setting)" if protocol == "revisited" else ""), path)
 
 
 @cli.group("plot")
