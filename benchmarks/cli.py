@@ -383,7 +383,9 @@ def _compression(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--crop-queries/--no-crop-queries", default=None,
               help="Crop queries to their boxes (default: as the method's protocol says; recorded in the result).")
 @click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where results go (default: the repository's results/).")
+              help="Where results go (default: the repository's results/, where a committed result is replaced "
+                   "only with --overwrite).")
+@click.option("--overwrite", is_flag=True, help="Replace a result committed in the default results/.")
 @_ROOT
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL_PREFIX", help="Tried first for weights files.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
@@ -399,24 +401,32 @@ def _compression(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="An unreadable image stops the run (fail) or is left out and recorded in the result (skip).")
 def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split: str | None,
-                     crop_queries: bool | None, results_dir: Path | None, root: Path | None,
+                     crop_queries: bool | None, results_dir: Path | None, overwrite: bool, root: Path | None,
                      mirrors: tuple[str, ...], batch_size: int, device: str | None, compression: str | None,
                      allow_dirty: bool, no_cache: bool, cache_dtype: str, on_bad_image: str) -> None:
     """Extract, search and score; writes results/<dataset>/<method>/<weights>.json with provenance.
 
-    Under torchrun each process extracts a share of the images into the cache and rank 0 writes the result.
+    A result committed in results/ is not replaced unless --overwrite (or --results) says so: checked before any
+    extraction where the weights name is known (a registered name, or a checkpoint with its .json), else before
+    writing. Under torchrun each process extracts a share of the images into the cache and rank 0 writes the result.
     """
     import os
 
     from benchmarks.data_root import data_root
     from benchmarks.evaluate import EvaluateOptions, evaluate
-    from benchmarks.results import RESULTS_DIR, record_dirty, require_clean_tree, write_result
+    from benchmarks.results import (RESULTS_DIR, planned_path, record_dirty, refuse_committed, require_clean_tree,
+                                    write_result)
     from datasets.acquire import AcquireOptions
     from methods import load_plugins
     from methods.train_common import init_distributed
 
     require_clean_tree(allow_dirty)
     cls = load_plugins().get(method)
+    guarded = results_dir is None and not overwrite  # an explicit --results folder is the user's to replace
+    planned = _planned_weights_name(cls, weights)
+    if guarded and planned is not None:
+        for name in datasets:
+            refuse_committed(planned_path(RESULTS_DIR, name, method, planned, compression))
     rank, world = init_distributed()
     chosen = _device(device)
     if chosen == "cuda" and world > 1:  # one GPU per process
@@ -429,9 +439,24 @@ def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split
         result = record_dirty(evaluate(cls, weights, _dataset(name), options), allow_dirty)
         if rank != 0:
             continue
+        if guarded:
+            refuse_committed(RESULTS_DIR / result.relative_path())
         path = write_result(result, results_dir or RESULTS_DIR)
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if not k.startswith("mp@"))
         click.echo(f"{name} / {method} / {result.weights}: {shown}  -> {path}")
+
+
+def _planned_weights_name(cls: Any, weights: str) -> str | None:
+    """The weights name a result of ``weights`` will carry, where known without loading them: a registered name,
+    or the name in a checkpoint's ``.json`` beside it (None otherwise)."""
+    if weights in cls.weights:
+        return weights
+    try:
+        sidecar = json.loads(Path(f"{weights}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    named = isinstance(sidecar, dict) and sidecar.get("method") == cls.name and isinstance(sidecar.get("weights"), str)
+    return sidecar["weights"] if named else None
 
 
 @cli.group()
