@@ -653,23 +653,26 @@ def plot() -> None:
 def plot_summary(results_dir: Path | None, reported_dir: Path | None, out: Path | None,
                  dataset_names: tuple[str, ...]) -> None:
     """recall_<dataset>.png (Recall@N curves, methods overlaid) for place benchmarks and map_<dataset>.png (mAP
-    Easy / Medium / Hard bars) for revisited ones; reported numbers are drawn beside ours."""
+    bars: Easy / Medium / Hard, or the original Oxford/Paris protocol's one mAP) for the others; reported numbers
+    are drawn beside ours."""
     from benchmarks import plots, tables
+    from benchmarks.results import RESULTS_DIR
 
     reported, results = _numbers(results_dir, reported_dir)
     frame = tables.long_frame(reported, results)
     by_dataset: dict[str, list[Any]] = {}
     for _, result in results:
-        if not dataset_names or result.dataset in dataset_names:
-            by_dataset.setdefault(result.dataset, []).append(result)
+        by_dataset.setdefault(result.dataset, []).append(result)
+    if unknown := sorted(set(dataset_names) - set(by_dataset)):
+        raise InputError(f"--dataset {', '.join(unknown)}: no results for it here; datasets with results: "
+                         f"{', '.join(sorted(by_dataset)) or 'none'}", results_dir or RESULTS_DIR)
     folder = out or tables.TABLES_DIR
-    for name, runs in sorted(by_dataset.items()):
+    for name in sorted(set(dataset_names) or by_dataset):
+        runs = by_dataset[name]
         if runs[0].protocol == "recall":
             path = plots.save(plots.recall_figure(name, runs, frame), folder / f"recall_{name}.png")
-        elif runs[0].protocol == "revisited":
-            path = plots.save(plots.map_figure(name, runs, frame), folder / f"map_{name}.png")
         else:
-            continue
+            path = plots.save(plots.map_figure(name, runs, frame), folder / f"map_{name}.png")
         click.echo(f"wrote {path}")
 
 
@@ -699,12 +702,14 @@ def plot_gallery(method: str, weights: str, dataset_name: str, chosen: str, top:
     except ValueError:
         raise click.BadParameter(f"{chosen!r} is not a comma-separated list of query ids", param_hint="--queries") \
             from None
-    spec = _dataset(dataset_name)
+    spec, folder_root = _dataset(dataset_name), data_root(root)
+    loaded = spec.load(folder_root, None)
+    n_queries = len(loaded.query_paths)
+    if bad := [q for q in indices if not 0 <= q < n_queries]:  # before the minutes of extraction
+        raise InputError(f"--queries {','.join(map(str, bad))}: {dataset_name} has {n_queries} queries (ids 0 to "
+                         f"{n_queries - 1})")
     found = extract_descriptors(load_plugins().get(method), weights, spec,
-                                EvaluateOptions(data_root=data_root(root), device=_device(device)))
-    if not all(0 <= q < len(found.loaded.query_paths) for q in indices):
-        raise click.BadParameter(f"{dataset_name} has {len(found.loaded.query_paths)} queries (ids 0 to "
-                                 f"{len(found.loaded.query_paths) - 1})", param_hint="--queries")
+                                EvaluateOptions(data_root=folder_root, device=_device(device)), loaded)
     scored = f" ({setting})" if spec.protocol == "revisited" else ""
     title = f"{method} {found.weights.name} on {dataset_name}: top {top} per query{scored}"
     figure = plots.gallery_figure(found.loaded.db_paths, found.loaded.query_paths, found.loaded.ground_truth,
