@@ -383,7 +383,9 @@ def _compression(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--crop-queries/--no-crop-queries", default=None,
               help="Crop queries to their boxes (default: as the method's protocol says; recorded in the result).")
 @click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where results go (default: the repository's results/).")
+              help="Where results go (default: the repository's results/, where a committed result is replaced "
+                   "only with --overwrite).")
+@click.option("--overwrite", is_flag=True, help="Replace a result committed in the default results/.")
 @_ROOT
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL_PREFIX", help="Tried first for weights files.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
@@ -399,24 +401,32 @@ def _compression(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="An unreadable image stops the run (fail) or is left out and recorded in the result (skip).")
 def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split: str | None,
-                     crop_queries: bool | None, results_dir: Path | None, root: Path | None,
+                     crop_queries: bool | None, results_dir: Path | None, overwrite: bool, root: Path | None,
                      mirrors: tuple[str, ...], batch_size: int, device: str | None, compression: str | None,
                      allow_dirty: bool, no_cache: bool, cache_dtype: str, on_bad_image: str) -> None:
     """Extract, search and score; writes results/<dataset>/<method>/<weights>.json with provenance.
 
-    Under torchrun each process extracts a share of the images into the cache and rank 0 writes the result.
+    A result committed in results/ is not replaced unless --overwrite (or --results) says so: checked before any
+    extraction where the weights name is known (a registered name, or a checkpoint with its .json), else before
+    writing. Under torchrun each process extracts a share of the images into the cache and rank 0 writes the result.
     """
     import os
 
     from benchmarks.data_root import data_root
     from benchmarks.evaluate import EvaluateOptions, evaluate
-    from benchmarks.results import RESULTS_DIR, record_dirty, require_clean_tree, write_result
+    from benchmarks.results import (RESULTS_DIR, planned_path, record_dirty, refuse_committed, require_clean_tree,
+                                    write_result)
     from datasets.acquire import AcquireOptions
     from methods import load_plugins
     from methods.train_common import init_distributed
 
     require_clean_tree(allow_dirty)
     cls = load_plugins().get(method)
+    guarded = results_dir is None and not overwrite  # an explicit --results folder is the user's to replace
+    planned = _planned_weights_name(cls, weights)
+    if guarded and planned is not None:
+        for name in datasets:
+            refuse_committed(planned_path(RESULTS_DIR, name, method, planned, compression))
     rank, world = init_distributed()
     chosen = _device(device)
     if chosen == "cuda" and world > 1:  # one GPU per process
@@ -429,9 +439,24 @@ def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split
         result = record_dirty(evaluate(cls, weights, _dataset(name), options), allow_dirty)
         if rank != 0:
             continue
+        if guarded:
+            refuse_committed(RESULTS_DIR / result.relative_path())
         path = write_result(result, results_dir or RESULTS_DIR)
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if not k.startswith("mp@"))
         click.echo(f"{name} / {method} / {result.weights}: {shown}  -> {path}")
+
+
+def _planned_weights_name(cls: Any, weights: str) -> str | None:
+    """The weights name a result of ``weights`` will carry, where known without loading them: a registered name,
+    or the name in a checkpoint's ``.json`` beside it (None otherwise)."""
+    if weights in cls.weights:
+        return weights
+    try:
+        sidecar = json.loads(Path(f"{weights}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    named = isinstance(sidecar, dict) and sidecar.get("method") == cls.name and isinstance(sidecar.get("weights"), str)
+    return sidecar["weights"] if named else None
 
 
 @cli.group()
@@ -580,6 +605,7 @@ def compare_command(a: Path, b: Path, setting: str, n: int, top: int, resamples:
     from benchmarks.results import load_result
 
     result_a, result_b = load_result(a), load_result(b)
+    _refuse_ignored_option(click.get_current_context(), result_a.protocol, a)
     c = compare(result_a, result_b, setting, n, resamples, seed, (str(a), str(b)))
     changed = [{"query": int(c.queries[i]), "a": 100 * c.a[i], "b": 100 * c.b[i],
                 "difference": 100 * (c.b[i] - c.a[i])} for i in c.most_changed(top)]
@@ -600,6 +626,19 @@ def compare_command(a: Path, b: Path, setting: str, n: int, top: int, resamples:
             click.echo(f"  {row['query']:>6} {row['a']:7.2f} {row['b']:7.2f} {row['difference']:+8.2f}")
 
 
+def _refuse_ignored_option(ctx: click.Context, protocol: str, path: Path) -> None:
+    """An explicit --setting or --n that the result's protocol would ignore is an error, not silently dropped."""
+    from click.core import ParameterSource
+
+    given = {name for name in ("setting", "n") if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    if "setting" in given and protocol != "revisited":
+        raise InputError(f"--setting applies to revisited results; this is a {protocol} result"
+                         + (" (places use --n)" if protocol == "recall" else " (one AP per query)"), path)
+    if "n" in given and protocol != "recall":
+        raise InputError(f"--n applies to place-recognition (Recall@N) results; this is a {protocol} result"
+                         + (" (use --setting)" if protocol == "revisited" else ""), path)
+
+
 @cli.group("plot")
 def plot() -> None:
     """Figures as PNG: Recall@N curves and mAP bars per benchmark, ranked-list galleries."""
@@ -614,23 +653,26 @@ def plot() -> None:
 def plot_summary(results_dir: Path | None, reported_dir: Path | None, out: Path | None,
                  dataset_names: tuple[str, ...]) -> None:
     """recall_<dataset>.png (Recall@N curves, methods overlaid) for place benchmarks and map_<dataset>.png (mAP
-    Easy / Medium / Hard bars) for revisited ones; reported numbers are drawn beside ours."""
+    bars: Easy / Medium / Hard, or the original Oxford/Paris protocol's one mAP) for the others; reported numbers
+    are drawn beside ours."""
     from benchmarks import plots, tables
+    from benchmarks.results import RESULTS_DIR
 
     reported, results = _numbers(results_dir, reported_dir)
     frame = tables.long_frame(reported, results)
     by_dataset: dict[str, list[Any]] = {}
     for _, result in results:
-        if not dataset_names or result.dataset in dataset_names:
-            by_dataset.setdefault(result.dataset, []).append(result)
+        by_dataset.setdefault(result.dataset, []).append(result)
+    if unknown := sorted(set(dataset_names) - set(by_dataset)):
+        raise InputError(f"--dataset {', '.join(unknown)}: no results for it here; datasets with results: "
+                         f"{', '.join(sorted(by_dataset)) or 'none'}", results_dir or RESULTS_DIR)
     folder = out or tables.TABLES_DIR
-    for name, runs in sorted(by_dataset.items()):
+    for name in sorted(set(dataset_names) or by_dataset):
+        runs = by_dataset[name]
         if runs[0].protocol == "recall":
             path = plots.save(plots.recall_figure(name, runs, frame), folder / f"recall_{name}.png")
-        elif runs[0].protocol == "revisited":
-            path = plots.save(plots.map_figure(name, runs, frame), folder / f"map_{name}.png")
         else:
-            continue
+            path = plots.save(plots.map_figure(name, runs, frame), folder / f"map_{name}.png")
         click.echo(f"wrote {path}")
 
 
@@ -660,12 +702,14 @@ def plot_gallery(method: str, weights: str, dataset_name: str, chosen: str, top:
     except ValueError:
         raise click.BadParameter(f"{chosen!r} is not a comma-separated list of query ids", param_hint="--queries") \
             from None
-    spec = _dataset(dataset_name)
+    spec, folder_root = _dataset(dataset_name), data_root(root)
+    loaded = spec.load(folder_root, None)
+    n_queries = len(loaded.query_paths)
+    if bad := [q for q in indices if not 0 <= q < n_queries]:  # before the minutes of extraction
+        raise InputError(f"--queries {','.join(map(str, bad))}: {dataset_name} has {n_queries} queries (ids 0 to "
+                         f"{n_queries - 1})")
     found = extract_descriptors(load_plugins().get(method), weights, spec,
-                                EvaluateOptions(data_root=data_root(root), device=_device(device)))
-    if not all(0 <= q < len(found.loaded.query_paths) for q in indices):
-        raise click.BadParameter(f"{dataset_name} has {len(found.loaded.query_paths)} queries (ids 0 to "
-                                 f"{len(found.loaded.query_paths) - 1})", param_hint="--queries")
+                                EvaluateOptions(data_root=folder_root, device=_device(device)), loaded)
     scored = f" ({setting})" if spec.protocol == "revisited" else ""
     title = f"{method} {found.weights.name} on {dataset_name}: top {top} per query{scored}"
     figure = plots.gallery_figure(found.loaded.db_paths, found.loaded.query_paths, found.loaded.ground_truth,

@@ -65,10 +65,11 @@ class Descriptors:
     skipped_queries: tuple[int, ...] = ()
 
 
-def extract_descriptors(method: type[RetrievalMethod], weights: str, dataset: Any,
-                        options: EvaluateOptions) -> Descriptors:
-    """Load the split and the weights, then extract database and query descriptors per the method's protocol."""
-    loaded = dataset.load(options.data_root, options.split)
+def extract_descriptors(method: type[RetrievalMethod], weights: str, dataset: Any, options: EvaluateOptions,
+                        loaded: LoadedDataset | None = None) -> Descriptors:
+    """Load the split (unless given as ``loaded``) and the weights, then extract database and query descriptors
+    per the method's protocol."""
+    loaded = dataset.load(options.data_root, options.split) if loaded is None else loaded
     resolved = resolve_weights(method, weights, options.data_root, options.acquire)
     model = resolved.model.to(options.device)
     protocol = model.protocol

@@ -68,24 +68,25 @@ def recall_figure(dataset: str, results: Sequence[RunResult], frame: pd.DataFram
 
 
 def map_figure(dataset: str, results: Sequence[RunResult], frame: pd.DataFrame) -> Figure:
-    """mAP Easy / Medium / Hard bars of every result on a revisited ``dataset``; reported values hatched."""
+    """mAP bars of every result on ``dataset``: Easy / Medium / Hard (revisited) or the one ``map`` of the original
+    Oxford/Paris protocol; reported values hatched."""
+    revisited = any(r.protocol == "revisited" for r in results)
+    metrics = [f"map_{d}" for d in DIFFICULTIES] if revisited else ["map"]
     series: list[tuple[str, dict[str, float], bool]] = [
-        (f"{r.method} {r.weights}", {d: percent(r.metrics[f"map_{d}"]) for d in DIFFICULTIES
-                                     if f"map_{d}" in r.metrics}, False)
+        (f"{r.method} {r.weights}", {m: percent(r.metrics[m]) for m in metrics if m in r.metrics}, False)
         for r in sorted(results, key=lambda r: (r.method, r.weights))]
-    reported = _reported(frame, dataset, [f"map_{d}" for d in DIFFICULTIES])
+    reported = _reported(frame, dataset, metrics)
     for _, group in reported.groupby(["method", "table", "row", "setting"], sort=True):
         series.append((_series_label(group.iloc[0]),
-                       {str(m).split("_")[1]: float(v) for m, v in zip(group["metric"], group["reported"],
-                                                                        strict=True)}, True))
+                       {str(m): float(v) for m, v in zip(group["metric"], group["reported"], strict=True)}, True))
     figure = Figure(figsize=(6.4, 4.4))
     axes = figure.subplots()
     width = 0.8 / max(1, len(series))
     for i, (label, values, hatched) in enumerate(series):
-        xs = [DIFFICULTIES.index(d) + (i - (len(series) - 1) / 2) * width for d in values]
+        xs = [metrics.index(m) + (i - (len(series) - 1) / 2) * width for m in values]
         bars = axes.bar(xs, list(values.values()), width, label=label, hatch="//" if hatched else None)
         axes.bar_label(bars, fmt="%.1f", fontsize=6)
-    axes.set_xticks(range(len(DIFFICULTIES)), [metric_label(f"map_{d}") for d in DIFFICULTIES])
+    axes.set_xticks(range(len(metrics)), [metric_label(m) for m in metrics])
     axes.set(ylabel="mAP (%)", title=f"{dataset}: mAP", ylim=(0, 100))
     axes.legend(fontsize=7)
     figure.tight_layout()

@@ -25,6 +25,15 @@ def git_state(repo: Path = REPO_ROOT) -> tuple[str, bool]:
     return commit, bool(status.strip())
 
 
+def is_tracked(path: Path, repo: Path = REPO_ROOT) -> bool:
+    """Whether ``path`` is a file committed in ``repo`` (``git ls-files``); False outside a git checkout."""
+    try:
+        return subprocess.run(["git", "ls-files", "--error-unmatch", "--", str(Path(path).resolve())], cwd=repo,
+                              capture_output=True, check=False).returncode == 0
+    except OSError:
+        return False
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)

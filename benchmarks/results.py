@@ -23,7 +23,7 @@ from benchmarks.errors import InputError
 from benchmarks.ids import COMPRESSION_PATTERN, NAME_PATTERN, SHA256_PATTERN, WEIGHTS_NAME_PATTERN
 from benchmarks.locks import exclusive
 from benchmarks.metrics import DIFFICULTIES, RankingScores, RecallScores
-from benchmarks.provenance import REPO_ROOT, git_state
+from benchmarks.provenance import REPO_ROOT, git_state, is_tracked
 from benchmarks.strict_load import read_json
 from datasets.base import Protocol
 
@@ -111,6 +111,20 @@ def write_result(result: RunResult, root: Path = RESULTS_DIR) -> Path:
         remove_leftovers(path)
         atomic_write_text(path, result.to_json())
     return path
+
+
+def planned_path(root: Path, dataset: str, method: str, weights: str, compression: str | None = None) -> Path:
+    """Where :func:`write_result` puts the result of ``weights`` of ``method`` on ``dataset`` under ``root``."""
+    config = {"compression": {"spec": compression}} if compression else {}
+    return root / _relative_path(dataset, method, weights, config)
+
+
+def refuse_committed(path: Path) -> None:
+    """Refuse to replace a result committed in the repository (run without an explicit results folder)."""
+    if is_tracked(path):
+        shown = path.resolve().relative_to(REPO_ROOT) if path.resolve().is_relative_to(REPO_ROOT) else path
+        raise InputError("a committed result, left as it is: pass --overwrite to replace it (git diff then shows "
+                         "what changed), or --results DIR to write elsewhere", shown)
 
 
 def require_clean_tree(allow_dirty: bool) -> None:

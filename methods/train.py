@@ -110,7 +110,7 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
     miner = _miner(split, recipe, options.seed)  # refuses a split that cannot give a tuple before any work
     device = torch.device(options.device)
     model.to(device)
-    state = load_state(options.state)
+    state = load_state(options.state, options.steps)
     report: dict[str, Any] = state["report"] if state else {"round_losses": []}
     if state:
         model.load_state_dict(state["model"])

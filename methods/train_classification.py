@@ -120,7 +120,7 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
     optimiser = (torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                  weight_decay=recipe.weight_decay) if recipe.optimizer == "sgd"
                  else torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay))
-    state = load_state(options.state)
+    state = load_state(options.state, options.steps)
     step, losses = 0, []
     if state:
         model.load_state_dict(state["model"])

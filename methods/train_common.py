@@ -3,6 +3,7 @@ shuffled order of a round's items, and the resumable state file."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from torch import nn
 from benchmarks.atomic import atomic_write_bytes
 from benchmarks.errors import InputError
 from datasets.base import LoadedDataset
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,15 +56,20 @@ def round_queries(trainable: np.ndarray, per_round: int, round_index: int, seed:
     return order[offset:offset + min(per_round, n)]
 
 
-def load_state(path: Path | None) -> dict[str, Any] | None:
-    """The resumable state at ``path`` (None: none yet); a damaged file is an error saying to delete it."""
+def load_state(path: Path | None, steps: int | None = None) -> dict[str, Any] | None:
+    """The resumable state at ``path`` (None: none yet); a damaged file is an error saying to delete it. A state
+    found is logged (rank 0): the run resumes from its step, of ``steps``, and deleting the file starts afresh."""
     if path is None or not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a corrupt file
         raise InputError(f"unreadable training state ({type(error).__name__}); delete it to start afresh", path) \
             from None
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        log.info("resuming from step %s of %s saved in %s (an interrupted run); delete that file to start afresh",
+                 state.get("step", "?") if isinstance(state, dict) else "?", "?" if steps is None else steps, path)
+    return state
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:

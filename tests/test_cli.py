@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ import scipy.io
 from click.testing import CliRunner
 
 from benchmarks.cli import cli
+from benchmarks.provenance import REPO_ROOT
+from benchmarks.results import load_result
 from datasets.formats import read_revisited_gnd
 from tests.conftest import GND, PLACES
 from tests.test_metrics_reference import OFFICIAL, deterministic_ranks
@@ -171,3 +174,43 @@ def test_recall_on_the_real_tokyo_ground_truth(tmp_path):
     assert json.loads(result.output)["n_queries"] == 315
     short = run("score", "recall", "--gt", PLACES["tokyo247"], "--predictions", pred, "--panorama-size", "7")
     assert short.exit_code == 2 and "does not divide the 75984 database images" in short.stderr
+
+
+COMMITTED = REPO_ROOT / "results" / "synth_places" / "netvlad" / "effl0.untrained.json"
+
+
+def test_evaluate_refuses_to_replace_a_committed_result_before_any_work(tmp_path, monkeypatch):
+    import benchmarks.evaluate
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("evaluated before refusing")
+
+    monkeypatch.setattr(benchmarks.evaluate, "evaluate", no_work)
+    weights = tmp_path / "netvlad-untrained.pt"  # its .json names the weights, as `train` writes it
+    Path(f"{weights}.json").write_text(json.dumps({"method": "netvlad", "weights": "effl0.untrained"}))
+    before = COMMITTED.read_bytes()
+    outcome = run("evaluate", "--method", "netvlad", "--weights", weights, "--dataset", "synth_places",
+                  "--allow-dirty")
+    assert outcome.exit_code == 2
+    assert outcome.stderr == ("error: results/synth_places/netvlad/effl0.untrained.json: a committed result, left "
+                              "as it is: pass --overwrite to replace it (git diff then shows what changed), or "
+                              "--results DIR to write elsewhere\n")
+    assert COMMITTED.read_bytes() == before
+
+
+def test_evaluate_replaces_a_committed_result_only_when_told(tmp_path, monkeypatch):
+    import benchmarks.evaluate
+    import benchmarks.results
+
+    monkeypatch.setattr(benchmarks.evaluate, "evaluate", lambda *args: load_result(COMMITTED))
+    written = []
+    monkeypatch.setattr(benchmarks.results, "write_result", lambda result, root: written.append(root) or root)
+    before = COMMITTED.read_bytes()
+    args = ("evaluate", "--method", "netvlad", "--weights", tmp_path / "unnamed.pt", "--dataset", "synth_places",
+            "--allow-dirty")
+    refused = run(*args)  # the name is known only once the weights are loaded: refused before writing
+    assert refused.exit_code == 2 and "a committed result, left as it is" in refused.stderr and not written
+    assert COMMITTED.read_bytes() == before
+    assert run(*args, "--overwrite").exit_code == 0 and written == [REPO_ROOT / "results"]
+    assert run(*args, "--results", "results").exit_code == 0 and written[-1] == Path("results")  # make embedded-results
+    assert run(*args, "--results", tmp_path).exit_code == 0 and written[-1] == tmp_path

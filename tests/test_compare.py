@@ -83,3 +83,21 @@ def test_committed_runs_means_equal_their_metrics_and_the_cli_reports_them():
     assert payload["ci95"][0] < payload["difference"] < payload["ci95"][1]
     text = CliRunner().invoke(cli, ["compare", str(a_path), str(b_path)]).output
     assert "B - A: +11.69 points" in text and "queries that changed most" in text
+
+
+@pytest.mark.parametrize(("dataset", "option", "message"), [
+    ("synth_places", ["--setting", "hard"], "--setting applies to revisited results; this is a recall result "
+                                            "(places use --n)"),
+    ("synth_landmarks", ["--n", "5"], "--n applies to place-recognition (Recall@N) results; this is a revisited "
+                                      "result (use --setting)"),
+])
+def test_an_option_the_protocol_ignores_is_refused_in_one_line(dataset, option, message):
+    folder = RESULTS_DIR / dataset / "netvlad"
+    a_path, b_path = folder / "effl0.untrained.json", folder / "effl0_random.untrained.json"
+    outcome = CliRunner().invoke(cli, ["compare", str(a_path), str(b_path), *option])
+    assert outcome.exit_code == 2
+    assert outcome.stderr == f"error: {a_path}: {message}\n"
+    defaults = CliRunner().invoke(cli, ["compare", str(a_path), str(b_path), "--resamples", "100"])
+    assert defaults.exit_code == 0, defaults.output  # the default --setting and --n stay accepted
+    explicit_default = ["--setting", "medium"] if option[0] == "--setting" else ["--n", "1"]
+    assert CliRunner().invoke(cli, ["compare", str(a_path), str(b_path), *explicit_default]).exit_code == 2

@@ -7,11 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.colors import to_rgba
+from click.testing import CliRunner
 from PIL import Image
 
 from benchmarks import plots, tables
 from benchmarks.reported import load_all
-from benchmarks.results import RESULTS_DIR
+from benchmarks.cli import cli
+from benchmarks.results import RESULTS_DIR, write_result
 from datasets.base import PlaceGroundTruth, RevisitedGroundTruth
 from tests.test_tables import toy_result
 
@@ -90,3 +92,41 @@ def test_reported_recalls_are_drawn_as_crosses_beside_our_curve():
     assert ours.get_ydata().tolist() == [25.0, 50.0, 75.0, 75.0, 75.0]
     assert (theirs.get_marker(), theirs.get_xdata().tolist(), theirs.get_ydata().tolist()) == ("x", [1, 5], [80, 90])
     assert theirs.get_label() == "toy Table 1: vgg16, 4096-D, reported"
+
+
+def test_gallery_refuses_an_out_of_range_query_before_any_extraction(embedded_root, tmp_path, monkeypatch):
+    import benchmarks.evaluate
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("extracted before checking --queries")
+
+    monkeypatch.setattr(benchmarks.evaluate, "extract_descriptors", no_work)
+    outcome = CliRunner().invoke(cli, ["plot", "gallery", "--method", "netvlad", "--weights", str(tmp_path / "w.pt"),
+                                       "--dataset", "synth_landmarks", "--queries", "0,400,-1", "--root",
+                                       str(embedded_root), "--out", str(tmp_path / "g.png")])
+    assert outcome.exit_code == 2
+    assert outcome.stderr == "error: --queries 400,-1: synth_landmarks has 20 queries (ids 0 to 19)\n"
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_summary_refuses_a_dataset_without_results_naming_those_with_results(tmp_path):
+    outcome = CliRunner().invoke(cli, ["plot", "summary", "--dataset", "synth_place", "--out", str(tmp_path)])
+    assert outcome.exit_code == 2
+    assert outcome.stderr == (f"error: {RESULTS_DIR}: --dataset synth_place: no results for it here; datasets with "
+                              "results: photo_landmarks, synth_landmarks, synth_places\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_summary_draws_original_protocol_results_as_map_bars(tmp_path):
+    results, reported = tmp_path / "results", tmp_path / "reported"
+    reported.mkdir()
+    write_result(toy_result("oxford5k", "oxford", {"map": 0.7755}, cropped=False), results)
+    write_result(toy_result("roxford5k", "revisited", {"map_easy": 0.8, "map_medium": 0.6, "map_hard": 0.3}), results)
+    outcome = CliRunner().invoke(cli, ["plot", "summary", "--results", str(results), "--reported", str(reported),
+                                       "--out", str(tmp_path / "out"), "--dataset", "oxford5k"])
+    assert outcome.exit_code == 0, outcome.output + outcome.stderr
+    assert outcome.output == f"wrote {tmp_path / 'out' / 'map_oxford5k.png'}\n"
+    figure = plots.map_figure("oxford5k", [toy_result("oxford5k", "oxford", {"map": 0.7755}, cropped=False)],
+                              tables.long_frame([], []))
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["mAP"]
+    assert [round(p.get_height(), 2) for p in figure.axes[0].patches] == [77.55]

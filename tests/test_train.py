@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from methods.layers.column_pooling import split_columns, stride1_max_pool_column
 from methods.mscfp import MSCFPConfig, MSCFPMethod
 from methods.netvlad import NetVLADConfig, NetVLADMethod
 from methods.train import TripletRecipe, _learning_rate, _trainable_parameters, _validate, train
-from methods.train_common import TrainOptions
+from methods.train_common import TrainOptions, load_state, save_state
 from methods.weights import load_checkpoint
 
 TINY_NETVLAD = NetVLADConfig(backbone="resnet18", feature_index=3, drop_final_relu=False, num_clusters=4,
@@ -44,16 +45,30 @@ def _places_run(root: Path, steps: int, state: Path | None) -> NetVLADMethod:
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_resumes_to_the_same_weights(embedded_root, tmp_path):
+def test_an_interrupted_run_resumes_to_the_same_weights(embedded_root, tmp_path, caplog):
     straight = _places_run(embedded_root, 4, None)
     state = tmp_path / "run.state"
     _places_run(embedded_root, 2, state)       # stops after its first round, as a killed run would
     assert state.exists()
-    resumed = _places_run(embedded_root, 4, state)
+    assert "resuming" not in caplog.text
+    with caplog.at_level(logging.INFO, logger="methods.train_common"):
+        resumed = _places_run(embedded_root, 4, state)
+    assert f"resuming from step 2 of 4 saved in {state}" in caplog.text  # the resume is said, with how to avoid it
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     untrained = _places_run(embedded_root, 0, None)
     assert not torch.equal(untrained.vlad.centroids, straight.vlad.centroids)  # the steps did change weights
+
+
+def test_a_state_file_found_is_said_with_its_step_and_how_to_start_afresh(tmp_path, caplog):
+    state = tmp_path / "w.pt.state"
+    with caplog.at_level(logging.INFO, logger="methods.train_common"):
+        assert load_state(state, 80) is None
+        assert caplog.text == ""  # no state: a fresh run, nothing said
+        save_state(state, {"step": 30, "losses": [1.0]})
+        assert load_state(state, 80)["step"] == 30
+    assert caplog.messages == [f"resuming from step 30 of 80 saved in {state} (an interrupted run); delete that "
+                               "file to start afresh"]
 
 
 @pytest.mark.parametrize(("cls", "config"), [(NetVLADMethod, TINY_NETVLAD), (MSCFPMethod, TINY_MSCFP)])
