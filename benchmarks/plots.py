@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
@@ -21,6 +22,33 @@ from datasets.base import GroundTruth, OxfordGroundTruth, PlaceGroundTruth, Revi
 
 FRAME_COLOURS = {"positive": "#1a9641", "negative": "#d7191c", "junk": "#999999"}
 DIFFICULTIES = ("easy", "medium", "hard")
+# One colour per method, the same in every figure whatever else is plotted; a method not listed gets one from its
+# name. Its variants are lighter shades of it, reported values hatched.
+METHOD_COLOURS = {"dolg": "#1b9e77", "gem": "#66a61e", "mscfp": "#d95f02", "netvlad": "#7570b3", "remap": "#e7298a"}
+_SPARE_COLOURS = ("#a6761d", "#666666", "#1f78b4", "#b2df8a", "#fb9a99", "#e6ab02")
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def method_colour(method: str, variant: int = 0) -> tuple[float, float, float]:
+    """The method's colour, mixed with white by 0.35 per variant after the first (at most 0.7)."""
+    spare = _SPARE_COLOURS[sum(method.encode()) % len(_SPARE_COLOURS)]
+    colour = np.array(to_rgb(METHOD_COLOURS.get(method, spare)))
+    mix = min(0.7, 0.35 * variant)
+    return tuple(float(c) for c in colour + (1 - colour) * mix)  # type: ignore[return-value]
+
+
+def _variant_index(results: Sequence[RunResult]) -> dict[tuple[str, str], int]:
+    """(method, weights) -> its rank among that method's weights (sorted), for shades and line styles."""
+    index: dict[tuple[str, str], int] = {}
+    for result in sorted(results, key=lambda r: (r.method, r.weights)):
+        index.setdefault((result.method, result.weights), sum(m == result.method for m, _ in index))
+    return index
+
+
+def _legend_outside(figure: Figure, axes: Axes) -> None:
+    """The legend right of the axes, so it covers no bar or curve."""
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    figure.tight_layout()
 
 
 def save(figure: Figure, path: Path) -> Path:
@@ -50,20 +78,22 @@ def _series_label(record: pd.Series) -> str:
 
 def recall_figure(dataset: str, results: Sequence[RunResult], frame: pd.DataFrame) -> Figure:
     """Recall@N curves of every result on ``dataset``, with reported Recall@N values as markers."""
-    figure = Figure(figsize=(6.4, 4.4))
+    figure = Figure(figsize=(9.0, 4.4))
     axes = figure.subplots()
+    variants = _variant_index(results)
     for result in sorted(results, key=lambda r: (r.method, r.weights)):
-        axes.plot(*recall_curve(result), marker=".", label=f"{result.method} {result.weights}")
+        v = variants[(result.method, result.weights)]
+        axes.plot(*recall_curve(result), marker=".", color=method_colour(result.method, v),
+                  linestyle=LINE_STYLES[v % len(LINE_STYLES)], label=f"{result.method} {result.weights}")
     reported = _reported(frame, dataset, [m for m in frame["metric"].unique() if str(m).startswith("recall@")])
     for _, group in reported.groupby(["method", "table", "row", "setting"], sort=True):
         ns = [int(str(m).split("@")[1]) for m in group["metric"]]
         axes.plot(ns, group["reported"], linestyle="none", marker="x", markersize=8,
-                  label=_series_label(group.iloc[0]))
+                  color=method_colour(str(group.iloc[0]["method"])), label=_series_label(group.iloc[0]))
     axes.set(xlabel="N (top-N predictions)", ylabel="Recall@N (%)", title=f"{dataset}: Recall@N", ylim=(0, 100))
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
+    _legend_outside(figure, axes)
     return figure
 
 
@@ -72,24 +102,27 @@ def map_figure(dataset: str, results: Sequence[RunResult], frame: pd.DataFrame) 
     Oxford/Paris protocol; reported values hatched."""
     revisited = any(r.protocol == "revisited" for r in results)
     metrics = [f"map_{d}" for d in DIFFICULTIES] if revisited else ["map"]
-    series: list[tuple[str, dict[str, float], bool]] = [
-        (f"{r.method} {r.weights}", {m: percent(r.metrics[m]) for m in metrics if m in r.metrics}, False)
+    variants = _variant_index(results)
+    series: list[tuple[str, dict[str, float], bool, tuple[float, float, float]]] = [
+        (f"{r.method} {r.weights}", {m: percent(r.metrics[m]) for m in metrics if m in r.metrics}, False,
+         method_colour(r.method, variants[(r.method, r.weights)]))
         for r in sorted(results, key=lambda r: (r.method, r.weights))]
     reported = _reported(frame, dataset, metrics)
     for _, group in reported.groupby(["method", "table", "row", "setting"], sort=True):
         series.append((_series_label(group.iloc[0]),
-                       {str(m): float(v) for m, v in zip(group["metric"], group["reported"], strict=True)}, True))
-    figure = Figure(figsize=(6.4, 4.4))
+                       {str(m): float(v) for m, v in zip(group["metric"], group["reported"], strict=True)}, True,
+                       method_colour(str(group.iloc[0]["method"]))))
+    figure = Figure(figsize=(9.0, 4.4))
     axes = figure.subplots()
     width = 0.8 / max(1, len(series))
-    for i, (label, values, hatched) in enumerate(series):
+    for i, (label, values, hatched, colour) in enumerate(series):
         xs = [metrics.index(m) + (i - (len(series) - 1) / 2) * width for m in values]
-        bars = axes.bar(xs, list(values.values()), width, label=label, hatch="//" if hatched else None)
-        axes.bar_label(bars, fmt="%.1f", fontsize=6)
+        bars = axes.bar(xs, list(values.values()), width, label=label, color=colour, edgecolor="white",
+                        linewidth=0.3, hatch="//" if hatched else None)
+        axes.bar_label(bars, fmt="%.0f", fontsize=5 if len(series) > 6 else 6, rotation=90, padding=1)
     axes.set_xticks(range(len(metrics)), [metric_label(m) for m in metrics])
-    axes.set(ylabel="mAP (%)", title=f"{dataset}: mAP", ylim=(0, 100))
-    axes.legend(fontsize=7)
-    figure.tight_layout()
+    axes.set(ylabel="mAP (%)", title=f"{dataset}: mAP", ylim=(0, 105))
+    _legend_outside(figure, axes)
     return figure
 
 

@@ -130,3 +130,25 @@ def test_summary_draws_original_protocol_results_as_map_bars(tmp_path):
                               tables.long_frame([], []))
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["mAP"]
     assert [round(p.get_height(), 2) for p in figure.axes[0].patches] == [77.55]
+
+
+def test_each_method_keeps_its_colour_its_variants_are_lighter_and_the_legend_covers_no_bar():
+    frame = tables.long_frame(load_all(), tables.load_results(RESULTS_DIR))
+    landmarks = [r for _, r in tables.load_results(RESULTS_DIR) if r.dataset == "synth_landmarks"]
+    dolg_only = [r for r in landmarks if r.method == "dolg"]
+    colours = {}
+    for results in (landmarks, dolg_only):  # adding other methods' results changes no method's colour
+        figure = plots.map_figure("synth_landmarks", results, frame)
+        axes = figure.axes[0]
+        for container, label in zip(axes.containers, [t.get_text() for t in axes.get_legend().get_texts()],
+                                    strict=True):
+            colours.setdefault(label, set()).add(tuple(container.patches[0].get_facecolor()))
+        figure.canvas.draw()
+        legend_box = axes.get_legend().get_window_extent()
+        assert legend_box.x0 >= axes.get_window_extent().x1  # right of the plotting area
+    assert all(len(c) == 1 for c in colours.values())
+    assert plots.method_colour("dolg") == pytest.approx(to_rgba(plots.METHOD_COLOURS["dolg"])[:3])
+    first, second = np.array(plots.method_colour("mscfp", 0)), np.array(plots.method_colour("mscfp", 1))
+    assert (second > first).all()  # a lighter shade of the same colour
+    spares = {tuple(np.round(to_rgba(c)[:3], 6)) for c in plots._SPARE_COLOURS}
+    assert tuple(np.round(plots.method_colour("newmethod"), 6)) in spares  # an unlisted method gets a spare one
