@@ -66,45 +66,32 @@ demo: $(STAMP)
 	$(PY) -m benchmarks speed metrics --repeat 1
 	@$(MAKE) --no-print-directory demo-tables
 
+# Each method's three runs: the ImageNet trunk untrained, a random trunk untrained, the ImageNet trunk trained on
+# its split. $(1) method, $(2) training dataset, $(3) steps, $(4) its demo flags.
+define DEMO_TRAINING
+@echo "== $(1): untrained, random trunk, then trained $(3) steps on $(2) train"
+$(PY) -m benchmarks train $(1) --dataset $(2) --steps 0 $(REAL_TRUNK) $(4) \
+  --name effl0.untrained --out $(DEMO)/weights/$(1)-untrained.pt
+$(PY) -m benchmarks train $(1) --dataset $(2) --steps 0 $(RANDOM_TRUNK) $(4) \
+  --name effl0_random.untrained --out $(DEMO)/weights/$(1)-random.pt
+$(PY) -m benchmarks train $(1) --dataset $(2) --steps $(3) $(REAL_TRUNK) $(4) \
+  --name effl0.$(2) --out $(DEMO)/weights/$(1)-$(2).pt
+endef
+# method:training dataset, as the runs' weights files are named
+DEMO_RUNS := netvlad:synth_places mscfp:synth_landmarks remap:synth_landmarks dolg:synth_landmarks
+
 methods-demo: $(STAMP)
 	@mkdir -p $(DEMO)/weights
 	@for name in $(EMBEDDED); do $(PY) -m benchmarks data download $$name >/dev/null || exit 1; done
-	@echo "== netvlad: untrained, random trunk, then trained $(NETVLAD_STEPS) steps on synth_places train (half a minute)"
-	$(PY) -m benchmarks train netvlad --dataset synth_places --steps 0 $(REAL_TRUNK) $(NETVLAD_DEMO) \
-	  --name effl0.untrained --out $(DEMO)/weights/netvlad-untrained.pt
-	$(PY) -m benchmarks train netvlad --dataset synth_places --steps 0 $(RANDOM_TRUNK) $(NETVLAD_DEMO) \
-	  --name effl0_random.untrained --out $(DEMO)/weights/netvlad-random.pt
-	$(PY) -m benchmarks train netvlad --dataset synth_places --steps $(NETVLAD_STEPS) $(REAL_TRUNK) $(NETVLAD_DEMO) \
-	  --name effl0.synth_places --out $(DEMO)/weights/netvlad-synth_places.pt
-	@echo "== mscfp: untrained, random trunk, then trained $(MSCFP_STEPS) steps on synth_landmarks train (two minutes)"
-	$(PY) -m benchmarks train mscfp --dataset synth_landmarks --steps 0 $(REAL_TRUNK) $(MSCFP_DEMO) \
-	  --name effl0.untrained --out $(DEMO)/weights/mscfp-untrained.pt
-	$(PY) -m benchmarks train mscfp --dataset synth_landmarks --steps 0 $(RANDOM_TRUNK) $(MSCFP_DEMO) \
-	  --name effl0_random.untrained --out $(DEMO)/weights/mscfp-random.pt
-	$(PY) -m benchmarks train mscfp --dataset synth_landmarks --steps $(MSCFP_STEPS) $(REAL_TRUNK) $(MSCFP_DEMO) \
-	  --name effl0.synth_landmarks --out $(DEMO)/weights/mscfp-synth_landmarks.pt
-	@echo "== remap: untrained (KL-divergence weights + PCA-whitening), random trunk, then trained $(REMAP_STEPS) steps"
-	$(PY) -m benchmarks train remap --dataset synth_landmarks --steps 0 $(REAL_TRUNK) $(REMAP_DEMO) \
-	  --name effl0.untrained --out $(DEMO)/weights/remap-untrained.pt
-	$(PY) -m benchmarks train remap --dataset synth_landmarks --steps 0 $(RANDOM_TRUNK) $(REMAP_DEMO) \
-	  --name effl0_random.untrained --out $(DEMO)/weights/remap-random.pt
-	$(PY) -m benchmarks train remap --dataset synth_landmarks --steps $(REMAP_STEPS) $(REAL_TRUNK) $(REMAP_DEMO) \
-	  --name effl0.synth_landmarks --out $(DEMO)/weights/remap-synth_landmarks.pt
-	@echo "== dolg: untrained, random trunk, then trained $(DOLG_STEPS) steps (ArcFace) on synth_landmarks train"
-	$(PY) -m benchmarks train dolg --dataset synth_landmarks --steps 0 $(REAL_TRUNK) $(DOLG_DEMO) \
-	  --name effl0.untrained --out $(DEMO)/weights/dolg-untrained.pt
-	$(PY) -m benchmarks train dolg --dataset synth_landmarks --steps 0 $(RANDOM_TRUNK) $(DOLG_DEMO) \
-	  --name effl0_random.untrained --out $(DEMO)/weights/dolg-random.pt
-	$(PY) -m benchmarks train dolg --dataset synth_landmarks --steps $(DOLG_STEPS) $(REAL_TRUNK) $(DOLG_DEMO) \
-	  --name effl0.synth_landmarks --out $(DEMO)/weights/dolg-synth_landmarks.pt
+	$(call DEMO_TRAINING,netvlad,synth_places,$(NETVLAD_STEPS),$(NETVLAD_DEMO))
+	$(call DEMO_TRAINING,mscfp,synth_landmarks,$(MSCFP_STEPS),$(MSCFP_DEMO))
+	$(call DEMO_TRAINING,remap,synth_landmarks,$(REMAP_STEPS),$(REMAP_DEMO))
+	$(call DEMO_TRAINING,dolg,synth_landmarks,$(DOLG_STEPS),$(DOLG_DEMO))
 	@echo "== evaluation on the three embedded benchmarks"
-	@for w in netvlad:untrained netvlad:random netvlad:synth_places mscfp:untrained mscfp:random \
-	  mscfp:synth_landmarks remap:untrained remap:random remap:synth_landmarks dolg:untrained dolg:random \
-	  dolg:synth_landmarks; do \
-	  m=$${w%%:*}; t=$${w#*:}; \
+	@for run in $(DEMO_RUNS); do m=$${run%%:*}; for t in untrained random $${run#*:}; do \
 	  $(PY) -m benchmarks evaluate --method $$m --weights $(DEMO)/weights/$$m-$$t.pt \
 	    $(foreach d,$(EMBEDDED),--dataset $(d)) --results $(DEMO_RESULTS) $(EVALUATE_FLAGS) || exit 1; \
-	done
+	done; done
 
 embedded-results:
 	@$(MAKE) --no-print-directory methods-demo DEMO_RESULTS=results

@@ -24,6 +24,7 @@ barrier every rank reads the merged file, which is identical to a single process
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -77,6 +78,17 @@ def precision(device: str) -> str:
     return "bfloat16-autocast" if device.startswith("cuda") else "float32"
 
 
+# Protocol fields added after caches of this format existed: in a key only when not at their default, so the
+# caches of every method that keeps the default stay valid.
+_LATER_PROTOCOL_FIELDS = ("exif_orientation", "crop_rounding", "scale_resize")
+
+
+def _later_protocol_fields(protocol: ExtractionProtocol) -> dict[str, Any]:
+    defaults = {f.name: f.default for f in dataclasses.fields(ExtractionProtocol)}
+    return {name: getattr(protocol, name) for name in _LATER_PROTOCOL_FIELDS
+            if getattr(protocol, name) != defaults[name]}
+
+
 def cache_key(method: str, config: dict[str, Any], weights_sha256: str, protocol: ExtractionProtocol,
               paths: Sequence[Path], boxes: np.ndarray | None, data_root: Path, device: str,
               dtype: str = "float32") -> dict[str, Any]:
@@ -87,10 +99,7 @@ def cache_key(method: str, config: dict[str, Any], weights_sha256: str, protocol
     return _as_json({"format_version": FORMAT_VERSION, "method": method, "config": config,
             "weights_sha256": weights_sha256,
             "protocol": {"max_size": protocol.max_size, "scales": list(protocol.scales), "mean": list(protocol.mean),
-                         "std": list(protocol.std), "cropped": boxes is not None,
-                         **({"exif_orientation": True} if protocol.exif_orientation else {}),
-                         **({"crop_rounding": protocol.crop_rounding} if protocol.crop_rounding != "round" else {}),
-                         **({"scale_resize": protocol.scale_resize} if protocol.scale_resize != "torch" else {})},
+                         "std": list(protocol.std), "cropped": boxes is not None, **_later_protocol_fields(protocol)},
             "precision": precision(device), "dtype": dtype, "n_images": len(paths),
             "images_sha256": images_sha256(paths, boxes, data_root)})
 

@@ -16,9 +16,11 @@ import torch
 from torch import nn
 
 from benchmarks.ids import NAME_PATTERN, SHA256_PATTERN, WEIGHTS_NAME_PATTERN
+from datasets.base import CROP_ROUNDINGS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SCALE_RESIZES = ("torch", "opencv")  # see benchmarks.extract.resize_to_scale
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,9 @@ class ExtractionProtocol:
     scale_resize: str = "torch"
 
     def __post_init__(self) -> None:
-        if self.crop_rounding not in ("round", "truncate") or self.scale_resize not in ("torch", "opencv"):
-            raise ValueError(f"crop_rounding must be round or truncate, scale_resize torch or opencv: got "
-                             f"{self.crop_rounding!r}, {self.scale_resize!r}")
+        if self.crop_rounding not in CROP_ROUNDINGS or self.scale_resize not in SCALE_RESIZES:
+            raise ValueError(f"crop_rounding must be {' or '.join(CROP_ROUNDINGS)}, scale_resize "
+                             f"{' or '.join(SCALE_RESIZES)}: got {self.crop_rounding!r}, {self.scale_resize!r}")
 
 
 @dataclass(frozen=True)

@@ -156,9 +156,9 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
             best = _validate(model, options.validation, recipe, device, step, report, best)
         if options.state is not None and rank == 0:
             save_state(options.state, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                                        "step": step, "round": round_index, "report": report, "best": best,
-                                        "miner_memory": {} if miner is None else
-                                        {str(q): torch.from_numpy(n) for q, n in miner.memory.items()}})
+                                       "step": step, "round": round_index, "report": report, "best": best,
+                                       "miner_memory": {} if miner is None else
+                                       {str(q): torch.from_numpy(n) for q, n in miner.memory.items()}})
     if best is not None:
         model.load_state_dict(best)
         report["selected_step"] = max(report["validation"], key=lambda v: v["recall@5"])["step"]

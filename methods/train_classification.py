@@ -161,7 +161,7 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
                      float(np.mean(losses[-10:])))
         if options.state is not None and rank == 0 and (step % recipe.state_every == 0 or step == options.steps):
             save_state(options.state, {"model": model.state_dict(), "head": head.state_dict(),
-                                        "optimiser": optimiser.state_dict(), "step": step, "losses": losses})
+                                       "optimiser": optimiser.state_dict(), "step": step, "losses": losses})
     model.eval()
     return {"steps": step, "seed": options.seed, "processes": world, "classes": len(classes),
             "images": len(targets), "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]),
