@@ -222,7 +222,7 @@ def test_naive_descriptors_are_above_chance_and_below_the_imagenet_networks(root
     # Measured (seed 0), mAP easy / medium / hard: colour histogram 0.922 / 0.686 / 0.376 (seeds 1-5: medium
     # 0.66-0.75); colour thumbnail 0.702 / 0.446 / 0.163, 0.813 / 0.507 / 0.177 with the database EXIF-transposed
     # (a thumbnail is not rotation invariant; the histogram is, and scores the same upright); chance (20 random
-    # rankings) 0.035 / 0.062 / 0.045, standard deviation 0.012 / 0.007 / 0.008.
+    # rankings) 0.035 / 0.062 / 0.044, standard deviation 0.012 / 0.007 / 0.008.
     np.testing.assert_allclose(histogram, [0.922, 0.686, 0.376], atol=0.03)
     np.testing.assert_allclose(thumbnail, [0.702, 0.446, 0.163], atol=0.03)
     np.testing.assert_allclose(thumbnail_upright, [0.813, 0.507, 0.177], atol=0.03)
