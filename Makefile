@@ -140,7 +140,7 @@ check: $(STAMP)
 
 # Regression of our own numbers: every committed embedded result re-made from scratch (training included, as
 # `make embedded-results` made it) into $(REGRESSION_DIR), then held to results/ within
-# benchmarks.tables.REGRESSION_TOLERANCE points per metric.
+# benchmarks.reports.tables.REGRESSION_TOLERANCE points per metric.
 REGRESSION_DIR ?= out/regression
 regression: $(STAMP)
 	rm -rf $(REGRESSION_DIR)

@@ -1,4 +1,4 @@
-"""``python -m benchmarks ...``: see :mod:`benchmarks.cli`."""
-from benchmarks.cli import main
+"""``python -m benchmarks ...``: see :mod:`benchmarks.commands.main`."""
+from benchmarks.commands.main import main
 
 main()

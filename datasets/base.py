@@ -1,65 +1,29 @@
-"""The dataset contract: DatasetSpec, FileSpec and the ground-truth types every protocol scores against."""
+"""The dataset contract: DatasetSpec and the ground-truth types every protocol scores against."""
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from benchmarks.errors import InputError
-from benchmarks.ids import MD5_PATTERN, SHA256_PATTERN
-
-if TYPE_CHECKING:
-    from datasets.acquire import AcquireOptions
+from benchmarks.core.acquire import AcquireOptions, FileSpec, acquire_files
+from benchmarks.core.errors import InputError
 
 
 class Protocol(StrEnum):
-    """How a dataset is scored (see :mod:`benchmarks.metrics`)."""
+    """How a dataset is scored (see :mod:`benchmarks.evaluation.metrics`)."""
 
     REVISITED = "revisited"  # mAP / mP@k, Easy / Medium / Hard
     OXFORD = "oxford"  # original Oxford5k / Paris6k mAP: good + ok positive, junk ignored
     RECALL = "recall"  # Recall@N within a distance threshold
     TRAINING = "training"  # a training set labelled by class (Google Landmarks v2): not scored
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    """One file of a dataset, relative to the dataset's folder under the data root.
-
-    ``urls`` are tried in order (after any ``--mirror``); ``sha256`` is None where no checksum is published
-    (the first verified download then records one in the folder's lock file); ``md5``: the checksum where a
-    dataset publishes only md5 (checked, no lock entry needed). ``extract_to``: unpack the
-    archive into this sub-folder (``flatten``: files only, by base name), then delete it. ``manual`` replaces
-    ``urls`` for files given out on request, and says where to ask.
-    """
-
-    name: str
-    urls: tuple[str, ...] = ()
-    sha256: str | None = None
-    size: int | None = None
-    extract_to: str | None = None
-    flatten: bool = False
-    manual: str | None = None
-    md5: str | None = None
-
-    def __post_init__(self) -> None:
-        for path in (self.name, self.extract_to or "."):
-            if Path(path).is_absolute() or ".." in Path(path).parts:
-                raise ValueError(f"{self.name}: {path!r} must be a relative path inside the dataset folder")
-        if self.sha256 is not None and not SHA256_PATTERN.match(self.sha256):
-            raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
-        if self.md5 is not None and not MD5_PATTERN.match(self.md5):
-            raise ValueError(f"{self.name}: md5 must be 32 lowercase hex digits, got {self.md5!r}")
-        if not self.urls and not self.manual:
-            raise ValueError(f"{self.name}: give download urls or manual acquisition instructions")
-        if self.flatten and self.extract_to is None:
-            raise ValueError(f"{self.name}: flatten applies to archives (set extract_to)")
 
 
 def _as_id_tuple(lists: Iterable[object]) -> tuple[np.ndarray, ...]:
@@ -160,6 +124,17 @@ class LoadedDataset:
 CROP_ROUNDINGS = ("round", "truncate")
 
 
+def ground_truth_sha256(gt: GroundTruth) -> str:
+    """A digest of the ground truth's content (ids, boxes, coordinates), whatever file it came from."""
+    digest = hashlib.sha256(type(gt).__name__.encode())
+    for name in sorted(vars(gt)):
+        value = getattr(gt, name)
+        for part in value if isinstance(value, tuple) else (value,):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+    return digest.hexdigest()
+
+
 def query_box(box: Sequence[float], rounding: str = "round", size: tuple[int, int] | None = None
               ) -> tuple[int, int, int, int]:
     """The integer crop (x1, y1, x2, y2), x2 and y2 exclusive, of the gnd's ``bbx`` in pixels.
@@ -218,8 +193,6 @@ class DatasetSpec(abc.ABC):
 
     def prepare(self, data_root: Path, options: AcquireOptions) -> None:
         """Download (or generate) what :meth:`load` reads, resuming whatever an earlier run left."""
-        from datasets.acquire import acquire_files
-
         if options.archives is not None:
             raise InputError(f"{self.name} is not split into numbered archives: --archives applies to gldv2")
         acquire_files(self.folder(data_root), self.name, self.files, options)

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from benchmarks.atomic import atomic_write_bytes
-from benchmarks.errors import InputError
+from benchmarks.core.atomic import atomic_write_bytes
+from benchmarks.core.errors import InputError
 from datasets.base import OxfordGroundTruth, PlaceGroundTruth, RevisitedGroundTruth
 
 # Globals a ground-truth pickle may name: numpy array reconstruction and harmless builtins. Anything else

@@ -26,10 +26,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from benchmarks.errors import InputError
+from benchmarks.core.acquire import AcquireOptions, FileSpec, acquire_files, is_acquired
+from benchmarks.core.errors import InputError
 from datasets import DATASETS
-from datasets.acquire import AcquireOptions, acquire_files, is_acquired
-from datasets.base import ClassLabels, DatasetSpec, FileSpec, LoadedDataset, Protocol
+from datasets.base import ClassLabels, DatasetSpec, LoadedDataset, Protocol
 from datasets.revisitop import count_problem, image_problems, not_downloaded
 
 log = logging.getLogger(__name__)

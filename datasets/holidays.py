@@ -5,7 +5,7 @@ evaluation script ``holidays_map.py`` (in ``eval_holidays.tgz``) scores it: the 
 ``holidays_images.dat`` (queries included); a query's positives are the other images of its group, and the
 query itself is ignored wherever it is ranked ("if the query image is ranked, it is ignored in the scoring"),
 which is the original Oxford protocol with the query as the one junk image (:class:`OxfordGroundTruth`,
-scored by :func:`benchmarks.metrics.oxford_scores`: the same trapezoid-rule AP over all positives).
+scored by :func:`benchmarks.evaluation.metrics.oxford_scores`: the same trapezoid-rule AP over all positives).
 
 Orientation: some photos are stored on their side. CNN-era evaluations turn a fixed list of them upright
 (MultiGrain's ``holidays-rotate.yaml``, facebookresearch/multigrain, multigrain/datasets/holidays-rotate.yaml
@@ -30,11 +30,11 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from benchmarks.atomic import atomic_write_bytes
-from benchmarks.errors import InputError
+from benchmarks.core.acquire import AcquireOptions, FileSpec
+from benchmarks.core.atomic import atomic_write_bytes
+from benchmarks.core.errors import InputError
 from datasets import DATASETS
-from datasets.acquire import AcquireOptions
-from datasets.base import DatasetSpec, FileSpec, LoadedDataset, OxfordGroundTruth, Protocol
+from datasets.base import DatasetSpec, LoadedDataset, OxfordGroundTruth, Protocol
 from datasets.revisitop import image_problems, loaded_and_counted, not_downloaded
 
 INRIA_FTP = "ftp://ftp.inrialpes.fr/pub/lear/douze/data"

@@ -3,7 +3,7 @@
 Ground truth: the VGG site's text files (``gt_files_170407.tgz``, ``paris_120310.tgz``), unpacked into
 ``gt/`` and read by :func:`datasets.formats.read_oxford_gt_files`: 11 landmarks x 5 queries, positives good +
 ok, junk ignored, each query cropped to its box and kept in the database (the protocol ranks the whole
-collection for every query). Scored by :func:`benchmarks.metrics.oxford_scores`.
+collection for every query). Scored by :func:`benchmarks.evaluation.metrics.oxford_scores`.
 
 Images: the face-blurred ``-v1`` archives of the VGG site, the ones revisitop's own download script fetches
 (the images of the first releases ``oxbuild_images.tgz`` / ``paris_{1,2}.tgz`` with faces blurred; a copy
@@ -23,8 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from benchmarks.core.acquire import FileSpec
 from datasets import DATASETS
-from datasets.base import DatasetSpec, FileSpec, LoadedDataset, OxfordGroundTruth, Protocol
+from datasets.base import DatasetSpec, LoadedDataset, OxfordGroundTruth, Protocol
 from datasets.formats import read_oxford_gt_files
 from datasets.revisitop import VGG, image_problems, loaded_and_counted, not_downloaded
 

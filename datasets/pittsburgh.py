@@ -6,8 +6,8 @@ Images: given out on request by the authors; ``--images`` takes the folder holdi
 """
 from __future__ import annotations
 
+from benchmarks.core.acquire import FileSpec
 from datasets import DATASETS
-from datasets.base import FileSpec
 from datasets.places import NETVLAD_STRUCTS, DbStructDataset
 
 PITTSBURGH_REQUEST = (

@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-from benchmarks.atomic import atomic_write_text
-from benchmarks.errors import InputError
-from datasets.acquire import AcquireOptions
-from datasets.base import DatasetSpec, FileSpec, LoadedDataset, PlaceGroundTruth, Protocol, unreadable_images
+from benchmarks.core.acquire import AcquireOptions, FileSpec
+from benchmarks.core.atomic import atomic_write_text
+from benchmarks.core.errors import InputError
+from datasets.base import DatasetSpec, LoadedDataset, PlaceGroundTruth, Protocol, unreadable_images
 from datasets.formats import DbStruct, read_dbstruct
 
 log = logging.getLogger(__name__)

@@ -13,13 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
-from benchmarks.errors import InputError
+from benchmarks.core.acquire import AcquireOptions, FileSpec
+from benchmarks.core.errors import InputError
 from datasets import DATASETS
-from datasets.acquire import AcquireOptions
 from datasets.base import (
     ClassLabels,
     DatasetSpec,
-    FileSpec,
     LoadedDataset,
     Protocol,
     RevisitedGroundTruth,

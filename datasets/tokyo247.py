@@ -7,8 +7,8 @@ Images: given out on request; ``--images`` takes the folder holding ``images/`` 
 """
 from __future__ import annotations
 
+from benchmarks.core.acquire import FileSpec
 from datasets import DATASETS
-from datasets.base import FileSpec
 from datasets.places import NETVLAD_STRUCTS, DbStructDataset
 
 

@@ -1,19 +1,17 @@
 """Method plugins. Each paper is one module here that registers its RetrievalMethod in ``METHODS``.
 
-Modules of this package other than the shared ones below are plugins, imported by :func:`load_plugins`.
+Every module of this package is imported by :func:`load_plugins`; a plugin module registers itself on import,
+shared ones (the contract, layers, formats) register nothing.
 """
 from __future__ import annotations
 
-from benchmarks.registry import Registry, import_plugins
+from benchmarks.core.registry import Registry, import_plugins
 from methods.base import RetrievalMethod
 
 METHODS: Registry[type[RetrievalMethod]] = Registry("method")
 
-SHARED_MODULES = frozenset({"base", "layers", "losses", "mining", "patchnetvlad_weights", "train",
-                            "train_classification", "training", "weights"})
-
 
 def load_plugins() -> Registry[type[RetrievalMethod]]:
     """Import every plugin module (each registers itself) and return the registry."""
-    import_plugins(__name__, __path__, SHARED_MODULES)
+    import_plugins(__name__, __path__)
     return METHODS

@@ -15,12 +15,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from benchmarks.ids import NAME_PATTERN, SHA256_PATTERN, WEIGHTS_NAME_PATTERN
+from benchmarks.core.ids import NAME_PATTERN, SHA256_PATTERN, WEIGHTS_NAME_PATTERN
 from datasets.base import CROP_ROUNDINGS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SCALE_RESIZES = ("torch", "opencv")  # see benchmarks.extract.resize_to_scale
+SCALE_RESIZES = ("torch", "opencv")  # see benchmarks.evaluation.extract.resize_to_scale
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class ExtractionProtocol:
     ``exif_orientation``: the image is first turned as its EXIF orientation tag says (OpenCV's ``imread`` does
     so; PIL's ``open``, MATLAB's ``imread`` and revisitop's code read the stored pixels as they are).
     ``scale_resize``: how an image is resized to each scale, "torch" or "opencv" (see
-    ``benchmarks.extract.embed_at_scales``).
+    ``benchmarks.evaluation.extract.embed_at_scales``).
     """
 
     max_size: int | None = 1024

@@ -6,7 +6,7 @@ multi-atrous block, then softplus self-attention over L2-normalised features), t
 with trainable p = 3, then FC res5 -> res4 channels); each local feature loses its projection on the global
 feature, the rest is average-pooled, concatenated after the global feature, and an FC to 512 and L2 give the
 descriptor. Channel counts come from the trunk (1024 / 2048 for ResNet-50/101). Trained with ArcFace
-(margin 0.15, scale 30) on a landmark classification set (``methods.train_classification``).
+(margin 0.15, scale 30) on a landmark classification set (``benchmarks.training.classification``).
 
 Test protocol of the official evaluation (``evaler/infer.py``, ``evaler/process.py``): the whole image, no
 fixed resize, at scales 0.3535, 0.5, 0.7071, 1, 1.4142; each scale's descriptor L2-normalised, summed and
@@ -36,13 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.errors import InputError
+from benchmarks.core.errors import InputError
 from methods import METHODS
 from methods.base import Config, ExtractionProtocol, Reproduction, RetrievalMethod, WeightsSpec
 from methods.layers.backbone import create_backbone, feature_channels
 from methods.layers.gem import GeM
 from methods.layers.orthogonal_fusion import LocalBranch, MultiAtrous, orthogonal_component
-from methods.train_classification import ClassificationRecipe
+from methods.recipes import ClassificationRecipe
 
 log = logging.getLogger(__name__)
 

@@ -35,12 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.errors import InputError
+from benchmarks.core.errors import InputError
 from methods import METHODS
 from methods.base import Config, ExtractionProtocol, Reproduction, RetrievalMethod, WeightsSpec
 from methods.layers.backbone import create_backbone, feature_channels
 from methods.layers.gem import GeM
-from methods.train import TripletRecipe
+from methods.recipes import TripletRecipe
 
 WHITENING_SET = "retrieval-SfM-120k"  # the key of the released Lw in the checkpoint's meta
 

@@ -21,10 +21,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from benchmarks.download import sha256_of
-from benchmarks.errors import InputError
-from datasets.acquire import AcquireOptions, acquire_files, is_acquired
-from datasets.base import FileSpec
+from benchmarks.core.acquire import AcquireOptions, FileSpec, acquire_files, is_acquired
+from benchmarks.core.download import sha256_of
+from benchmarks.core.errors import InputError
 from methods.base import IMAGENET_MEAN, IMAGENET_STD
 
 NONE = "none"  # --init none: the trunk keeps timm's random initialisation

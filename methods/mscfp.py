@@ -29,7 +29,7 @@ from methods.base import ExtractionProtocol, WeightsSpec
 from methods.layers.column_pooling import split_columns, stride1_max_pool_columns
 from methods.layers.netvlad import NetVLAD
 from methods.netvlad import NetVLADConfig, VLADMethod
-from methods.train import TripletRecipe
+from methods.recipes import TripletRecipe
 
 
 @dataclass(frozen=True)

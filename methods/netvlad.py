@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.errors import InputError
+from benchmarks.core.errors import InputError
 from methods import METHODS
 from methods.base import Config, ExtractionProtocol, RetrievalMethod, WeightsSpec
 from methods.layers.backbone import create_backbone, feature_channels
 from methods.layers.netvlad import NetVLAD, kmeans
 from methods.layers.whitening import PCAWhitening
 from methods.patchnetvlad_weights import fill_from_release, patchnetvlad_weights, read_release
-from methods.train import TripletRecipe
+from methods.recipes import TripletRecipe
 
 
 def _released(file: str, authors_model: str) -> WeightsSpec:

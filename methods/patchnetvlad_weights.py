@@ -29,7 +29,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from benchmarks.errors import InputError
+from benchmarks.core.errors import InputError
 from methods.base import IMAGENET_MEAN, IMAGENET_STD, ExtractionProtocol, WeightsSpec
 from methods.layers.netvlad import NetVLAD
 from methods.layers.whitening import PCAWhitening

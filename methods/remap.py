@@ -41,7 +41,7 @@ from methods.layers.entropy_weighting import RegionWeights, histogram_kl_diverge
 from methods.layers.regions import long_side_regions, region_max_pool, rmac_regions
 from methods.layers.whitening import PCAWhitening
 from methods.mining import sample_mining_batch
-from methods.train import TripletRecipe
+from methods.recipes import TripletRecipe
 
 PAPER_GRID_ASPECT = 1024 / 768
 

@@ -22,12 +22,11 @@ from urllib.parse import urlparse
 
 import torch
 
-from benchmarks.atomic import atomic_write_bytes, atomic_write_text
-from benchmarks.download import sha256_of
-from benchmarks.errors import InputError
-from benchmarks.ids import WEIGHTS_NAME_PATTERN
-from datasets.acquire import AcquireOptions, acquire_files
-from datasets.base import FileSpec
+from benchmarks.core.acquire import AcquireOptions, FileSpec, acquire_files
+from benchmarks.core.atomic import atomic_write_bytes, atomic_write_text
+from benchmarks.core.download import sha256_of
+from benchmarks.core.errors import InputError
+from benchmarks.core.ids import WEIGHTS_NAME_PATTERN
 from methods.base import Config, RetrievalMethod
 
 log = logging.getLogger(__name__)

@@ -50,8 +50,8 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def embedded_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root holding both embedded benchmarks, generated once per session."""
+    from benchmarks.core.acquire import AcquireOptions
     from datasets import load_plugins
-    from datasets.acquire import AcquireOptions
 
     root = tmp_path_factory.mktemp("embedded")
     for name in ("synth_landmarks", "synth_places"):

@@ -14,8 +14,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
 
-from benchmarks.cache import DescriptorCache
-from benchmarks.extract import ExtractOptions
+from benchmarks.evaluation.cache import DescriptorCache
+from benchmarks.evaluation.extract import ExtractOptions
 from methods.base import ExtractionProtocol
 
 PROTOCOL = ExtractionProtocol(max_size=48, scales=(0.75, 1.0))

@@ -14,9 +14,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from benchmarks.cli import cli
-from benchmarks.errors import InputError
-from benchmarks.extract import load_image
+from benchmarks.commands.main import cli
+from benchmarks.core.errors import InputError
+from benchmarks.evaluation.extract import load_image
 from datasets import load_plugins
 from datasets.base import unreadable_images
 from datasets.formats import PITTSBURGH_FIELDS, load_pickle_safely, read_dbstruct

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.bf16_filter import UO, BFloat16Filter, bfloat16_product, native_bfloat16, products_within_bound
-from benchmarks.search import BF16_MIN_DIM, BF16_MIN_QUERIES, ExactSearch, rank_by_inner_product
+from benchmarks.evaluation.bf16_filter import (
+    UO,
+    BFloat16Filter,
+    bfloat16_product,
+    native_bfloat16,
+    products_within_bound,
+)
+from benchmarks.evaluation.search import BF16_MIN_DIM, BF16_MIN_QUERIES, ExactSearch, rank_by_inner_product
 
 
 def exact_integers(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

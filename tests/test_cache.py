@@ -13,13 +13,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from benchmarks.cache import DescriptorCache, cache_key
-from benchmarks.cli import cli
-from benchmarks.errors import InputError
-from benchmarks.evaluate import _search_over_read
-from benchmarks.extract import ExtractOptions, extract_one_by_one
-from benchmarks.results import load_result
-from benchmarks.search import rank_by_inner_product
+from benchmarks.commands.main import cli
+from benchmarks.core.errors import InputError
+from benchmarks.evaluation.cache import DescriptorCache, cache_key
+from benchmarks.evaluation.evaluate import _search_over_read
+from benchmarks.evaluation.extract import ExtractOptions, extract_one_by_one
+from benchmarks.evaluation.results import load_result
+from benchmarks.evaluation.search import rank_by_inner_product
 from methods.netvlad import NetVLADConfig, NetVLADMethod
 from methods.weights import save_checkpoint
 from tests.extract_worker import PROTOCOL, TinyEmbed, write_images

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import file_digests
-from benchmarks.cache import DescriptorCache, cache_key
-from benchmarks.cache_chunks import array_sha256, chunk_identity, encode_chunk
-from benchmarks.errors import InputError
-from benchmarks.extract import ExtractOptions, extract_one_by_one
+from benchmarks.core import file_digests
+from benchmarks.core.errors import InputError
+from benchmarks.evaluation.cache import DescriptorCache, cache_key
+from benchmarks.evaluation.cache_chunks import array_sha256, chunk_identity, encode_chunk
+from benchmarks.evaluation.extract import ExtractOptions, extract_one_by_one
 from tests.extract_worker import PROTOCOL, TinyEmbed, write_images
 
 OPTIONS = ExtractOptions(batch_size=2, num_workers=0)

@@ -10,9 +10,9 @@ import pytest
 import scipy.io
 from click.testing import CliRunner
 
-from benchmarks.cli import cli
-from benchmarks.provenance import REPO_ROOT
-from benchmarks.results import load_result
+from benchmarks.commands.main import cli
+from benchmarks.core.provenance import REPO_ROOT
+from benchmarks.evaluation.results import load_result
 from datasets.formats import read_revisited_gnd
 from tests.conftest import GND, PLACES
 from tests.test_metrics_reference import OFFICIAL, deterministic_ranks
@@ -180,12 +180,12 @@ COMMITTED = REPO_ROOT / "results" / "synth_places" / "netvlad" / "effl0.untraine
 
 
 def test_evaluate_refuses_to_replace_a_committed_result_before_any_work(tmp_path, monkeypatch):
-    import benchmarks.evaluate
+    import benchmarks.evaluation.evaluate
 
     def no_work(*args, **kwargs):
         raise AssertionError("evaluated before refusing")
 
-    monkeypatch.setattr(benchmarks.evaluate, "evaluate", no_work)
+    monkeypatch.setattr(benchmarks.evaluation.evaluate, "evaluate", no_work)
     weights = tmp_path / "netvlad-untrained.pt"  # its .json names the weights, as `train` writes it
     Path(f"{weights}.json").write_text(json.dumps({"method": "netvlad", "weights": "effl0.untrained"}))
     before = COMMITTED.read_bytes()
@@ -199,12 +199,13 @@ def test_evaluate_refuses_to_replace_a_committed_result_before_any_work(tmp_path
 
 
 def test_evaluate_replaces_a_committed_result_only_when_told(tmp_path, monkeypatch):
-    import benchmarks.evaluate
-    import benchmarks.results
+    import benchmarks.evaluation.evaluate
+    import benchmarks.evaluation.results
 
-    monkeypatch.setattr(benchmarks.evaluate, "evaluate", lambda *args: load_result(COMMITTED))
+    monkeypatch.setattr(benchmarks.evaluation.evaluate, "evaluate", lambda *args: load_result(COMMITTED))
     written = []
-    monkeypatch.setattr(benchmarks.results, "write_result", lambda result, root: written.append(root) or root)
+    monkeypatch.setattr(benchmarks.evaluation.results, "write_result",
+                        lambda result, root: written.append(root) or root)
     before = COMMITTED.read_bytes()
     args = ("evaluate", "--method", "netvlad", "--weights", tmp_path / "unnamed.pt", "--dataset", "synth_places",
             "--allow-dirty")

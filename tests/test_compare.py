@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.cli import cli
-from benchmarks.compare import compare, per_query
-from benchmarks.errors import InputError
-from benchmarks.results import RESULTS_DIR, load_result
+from benchmarks.commands.main import cli
+from benchmarks.core.errors import InputError
+from benchmarks.evaluation.results import RESULTS_DIR, load_result
+from benchmarks.reports.compare import compare, per_query
 from tests.test_tables import toy_result
 
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from benchmarks.cli import cli
-from benchmarks.compression import Compression, PQSearch, leading_dimensions, prepare_search, train_pq
-from benchmarks.errors import InputError
-from benchmarks.results import load_result
-from benchmarks.search import ExactSearch, rank_by_inner_product
+from benchmarks.commands.main import cli
+from benchmarks.core.errors import InputError
+from benchmarks.evaluation.compression import Compression, PQSearch, leading_dimensions, prepare_search, train_pq
+from benchmarks.evaluation.results import load_result
+from benchmarks.evaluation.search import ExactSearch, rank_by_inner_product
 from methods.netvlad import NetVLADConfig, NetVLADMethod
 from methods.weights import save_checkpoint
 

@@ -12,13 +12,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from benchmarks.cli import cli
-from benchmarks.data_root import data_root
-from benchmarks.download import Retry
-from benchmarks.errors import InputError
+from benchmarks.commands.main import cli
+from benchmarks.core.acquire import LOCK_NAME, AcquireOptions, FileSpec
+from benchmarks.core.data_root import data_root
+from benchmarks.core.download import Retry
+from benchmarks.core.errors import InputError
 from datasets import load_plugins
-from datasets.acquire import LOCK_NAME, AcquireOptions
-from datasets.base import FileSpec, crop_query
+from datasets.base import crop_query
 from datasets.formats import PITTSBURGH_FIELDS, DbStruct, read_revisited_gnd, write_dbstruct
 from datasets.pittsburgh import Pitts30k
 from datasets.revisitop import Revisitop1M

@@ -16,14 +16,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from benchmarks.cli import cli
-from benchmarks.reproduce import Needed, ReproduceOptions, check_fetchable, missing_files, plan
+from benchmarks.commands.main import cli
+from benchmarks.core.acquire import AcquireOptions
+from benchmarks.core.fetchable import Needed, check_fetchable
+from benchmarks.evaluation.reproduce import ReproduceOptions, missing_files, plan
+from benchmarks.training import classification as train_classification_module
+from benchmarks.training.classification import learning_rate, random_crop, train_classification
+from benchmarks.training.common import TrainOptions
 from datasets import load_plugins as load_datasets
-from datasets.acquire import AcquireOptions
-from methods import train_classification as train_classification_module
 from methods.dolg import DOLGConfig, DOLGMethod
-from methods.train_common import TrainOptions
-from methods.train_classification import learning_rate, random_crop, train_classification
 from tests.test_train import _cli
 
 TINY = ["--config", "backbone=resnet18", "--config", "dim=32", "--set", "batch_size=8", "--set", "image_size=64",
@@ -97,7 +98,7 @@ def test_sources_are_probed_once_per_host(tmp_path, monkeypatch):
     needed.append(Needed("weights x", tmp_path / "w.pt", (), "not published: train them"))
     with pytest.raises(Exception, match=r"dataset big: part0, part1, part2 and 2 more .*down.*\n.*weights x: w.pt "
                                         r"\(not published: train them\)"):
-        check_fetchable(needed, ReproduceOptions(data_root=tmp_path))
+        check_fetchable(needed, tmp_path)
     assert asked == ["http://127.0.0.1:9/part0"]
 
 

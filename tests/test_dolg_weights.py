@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.download import sha256_of
-from benchmarks.errors import InputError
+from benchmarks.core.download import sha256_of
+from benchmarks.core.errors import InputError
 from methods.dolg import (
     DOLGConfig,
     DOLGMethod,

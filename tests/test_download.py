@@ -1,4 +1,4 @@
-"""benchmarks.download and benchmarks.archives against a loopback HTTP server (tests/loopback.py)."""
+"""benchmarks.core.download and benchmarks.core.archives against a loopback HTTP server (tests/loopback.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,9 +9,9 @@ import zipfile
 
 import pytest
 
-from benchmarks.archives import extract
-from benchmarks.download import Retry, fetch
-from benchmarks.errors import InputError
+from benchmarks.core.archives import extract
+from benchmarks.core.download import Retry, fetch
+from benchmarks.core.errors import InputError
 from tests.loopback import LoopbackServer
 
 BODY = bytes(range(256)) * 4096  # 1 MiB

@@ -11,10 +11,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from benchmarks import extract as extract_module
-from benchmarks.cli import cli
-from benchmarks.errors import InputError
-from benchmarks.extract import (
+from benchmarks.commands.main import cli
+from benchmarks.core.errors import InputError
+from benchmarks.evaluation import extract as extract_module
+from benchmarks.evaluation.extract import (
     ExtractOptions,
     batches_by_size,
     channels_last,

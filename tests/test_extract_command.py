@@ -8,10 +8,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from benchmarks.cli import cli
-from benchmarks.cli_extract import parse_box
-from benchmarks.errors import InputError
-from benchmarks.evaluate import EvaluateOptions, extract_descriptors
+from benchmarks.commands.extract import parse_box
+from benchmarks.commands.main import cli
+from benchmarks.core.errors import InputError
+from benchmarks.evaluation.evaluate import EvaluateOptions, extract_descriptors
 from datasets import load_plugins as load_datasets
 from methods.netvlad import NetVLADMethod
 from methods.weights import save_checkpoint

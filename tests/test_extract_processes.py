@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.cache import DescriptorCache
-from benchmarks.provenance import REPO_ROOT
+from benchmarks.core.provenance import REPO_ROOT
+from benchmarks.evaluation.cache import DescriptorCache
 from tests.extract_worker import write_images
 
 N_IMAGES = 24

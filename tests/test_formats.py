@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from benchmarks.errors import InputError
+from benchmarks.core.errors import InputError
 from datasets.formats import (
     PITTSBURGH_FIELDS,
     TOKYO_TM_FIELDS,

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.cli import cli
-from benchmarks.errors import InputError
+from benchmarks.commands.main import cli
+from benchmarks.core.errors import InputError
 from datasets.formats import DbStruct, read_oxford_gnd, read_place_ground_truth, read_revisited_gnd, write_dbstruct
 from tests.conftest import GND, PLACES
 
@@ -136,7 +136,7 @@ def test_a_corrupt_memo_index_costs_no_memory(tmp_path):
     import subprocess
     import sys
 
-    from benchmarks.provenance import REPO_ROOT
+    from benchmarks.core.provenance import REPO_ROOT
 
     data = bytearray(GND["roxford5k"].read_bytes())
     position = next(pos for op, _, pos in pickletools.genops(bytes(data)) if op.name == "LONG_BINPUT")

@@ -13,15 +13,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.errors import InputError
-from benchmarks.provenance import REPO_ROOT
-from benchmarks.results import load_result
-from benchmarks.timm_import import import_timm
-from methods.gem import GeMConfig, GeMMethod, cirtorch_name, convert_cirtorch_checkpoint, learn_whitening, \
-    read_cirtorch_checkpoint
+from benchmarks.core.errors import InputError
+from benchmarks.core.provenance import REPO_ROOT
+from benchmarks.core.timm_import import import_timm
+from benchmarks.evaluation.results import load_result
+from benchmarks.training.triplet import _learning_rate
+from methods.gem import (
+    GeMConfig,
+    GeMMethod,
+    cirtorch_name,
+    convert_cirtorch_checkpoint,
+    learn_whitening,
+    read_cirtorch_checkpoint,
+)
 from methods.layers.gem import GeM
 from methods.losses import contrastive_loss
-from methods.train import _learning_rate
 from methods.weights import load_checkpoint
 
 TINY = GeMConfig(backbone="resnet18")

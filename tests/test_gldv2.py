@@ -9,9 +9,9 @@ import tarfile
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.cli import cli
-from benchmarks.errors import InputError
-from datasets.acquire import LOCK_NAME, AcquireOptions, parse_archive_ranges
+from benchmarks.commands.main import cli
+from benchmarks.core.acquire import LOCK_NAME, AcquireOptions, parse_archive_ranges
+from benchmarks.core.errors import InputError
 from datasets.gldv2 import Gldv2, gldv2_files, read_clean_list, read_md5
 from tests.test_datasets import NO_WAIT, tiny_jpeg
 

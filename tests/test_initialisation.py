@@ -20,12 +20,12 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
-from benchmarks.cli import cli
-from benchmarks.download import sha256_of
-from benchmarks.errors import InputError
-from benchmarks.initialise import settle
-from benchmarks.timm_import import import_timm, import_torchvision
-from datasets.acquire import AcquireOptions
+from benchmarks.commands.main import cli
+from benchmarks.core.acquire import AcquireOptions
+from benchmarks.core.download import sha256_of
+from benchmarks.core.errors import InputError
+from benchmarks.core.timm_import import import_timm, import_torchvision
+from benchmarks.training.initialise import settle
 from methods import initialisation as inits
 from methods.base import IMAGENET_MEAN, IMAGENET_STD
 from methods.layers.backbone import create_backbone

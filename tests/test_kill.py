@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.download import fetch
-from benchmarks.provenance import REPO_ROOT
-from benchmarks.results import load_result, write_result
+from benchmarks.core.download import fetch
+from benchmarks.core.provenance import REPO_ROOT
+from benchmarks.evaluation.results import load_result, write_result
 from datasets.formats import DbStruct, read_dbstruct, write_dbstruct
 from methods.netvlad import NetVLADMethod
 from methods.weights import load_checkpoint
@@ -52,7 +52,7 @@ def kill_after(process: subprocess.Popen, seconds: float, once: Path | None = No
         return True
 
 
-DOWNLOAD = ("import sys; from pathlib import Path; from benchmarks.download import Retry, fetch; "
+DOWNLOAD = ("import sys; from pathlib import Path; from benchmarks.core.download import Retry, fetch; "
             "fetch([sys.argv[1]], Path(sys.argv[2]), sha256=sys.argv[3], retry=Retry(2, 0.0, 10.0))")
 
 
@@ -156,7 +156,7 @@ def test_a_killed_training_run_resumes_to_the_same_weights(embedded_root, tmp_pa
 
 
 WRITER = ("import sys; from dataclasses import replace; from pathlib import Path; "
-          "from benchmarks.results import write_result; from tests.test_results import make_result\n"
+          "from benchmarks.evaluation.results import write_result; from tests.test_results import make_result\n"
           "base = make_result()\n"
           "for i in range(100000):\n"
           "    write_result(replace(base, config={'dim': 8, 'version': i % 2}), Path(sys.argv[1]))")

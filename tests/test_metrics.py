@@ -1,4 +1,4 @@
-"""Hand-computed cases and property tests (against tests/slow_metrics.py) of benchmarks.metrics."""
+"""Hand-computed cases and property tests (against tests/slow_metrics.py) of benchmarks.evaluation.metrics."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks.errors import InputError
-from benchmarks.metrics import oxford_scores, ranking_scores, recall_at_n, revisited_scores
+from benchmarks.core.errors import InputError
+from benchmarks.evaluation.metrics import oxford_scores, ranking_scores, recall_at_n, revisited_scores
 from tests.slow_metrics import slow_ap, slow_first_hit, slow_precision
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.metrics import recall_at_n, revisited_scores
+from benchmarks.evaluation.metrics import recall_at_n, revisited_scores
 from datasets.formats import read_place_npz, read_revisited_gnd
 from tests.conftest import GND, PLACES
 from tests.slow_metrics import slow_ap, slow_precision

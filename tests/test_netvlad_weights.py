@@ -16,7 +16,7 @@ import scipy.io
 import torch
 import torch.nn.functional as F
 
-from benchmarks.errors import InputError
+from benchmarks.core.errors import InputError
 from methods.base import WeightsSpec
 from methods.netvlad import NetVLADConfig, NetVLADMethod, convert_matconvnet_struct
 from methods.weights import load_checkpoint, resolve_weights, save_checkpoint

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.archives import extract
-from benchmarks.download import Retry, fetch, unverifiable
-from benchmarks.errors import InputError
-from benchmarks.provenance import REPO_ROOT
+from benchmarks.core.archives import extract
+from benchmarks.core.download import Retry, fetch, unverifiable
+from benchmarks.core.errors import InputError
+from benchmarks.core.provenance import REPO_ROOT
+from benchmarks.training.common import load_state
 from methods.netvlad import NetVLADMethod
-from methods.train_common import load_state
 from methods.weights import load_checkpoint
 from tests.loopback import LoopbackServer
 from tests.test_download import BODY, SHA, make_tar
@@ -86,7 +86,7 @@ def test_the_checker_finds_each_kind_of_call():
 
 def test_no_file_of_the_repository_runs_code_from_data():
     files = python_files()
-    assert Path("benchmarks/download.py") in files and Path(__file__).relative_to(REPO_ROOT) in files
+    assert Path("benchmarks/core/download.py") in files and Path(__file__).relative_to(REPO_ROOT) in files
     found = [hit for path in files for hit in code_from_data_calls((REPO_ROOT / path).read_text(), path)]
     assert found == []
 

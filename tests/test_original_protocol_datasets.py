@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.errors import InputError
-from benchmarks.metrics import oxford_scores
+from benchmarks.core.acquire import LOCK_NAME, AcquireOptions
+from benchmarks.core.errors import InputError
+from benchmarks.evaluation.metrics import oxford_scores
 from datasets import load_plugins
-from datasets.acquire import LOCK_NAME, AcquireOptions
 from datasets.formats import read_oxford_gt_files
 from datasets.holidays import Holidays, HolidaysUnrotated, holidays_ground_truth, read_image_list
 from datasets.oxford_paris import Oxford5k, Paris6k

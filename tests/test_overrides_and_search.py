@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.extract import load_image, size_batches, target_size
-from benchmarks.search import rank_by_inner_product, top_k_by_inner_product
+from benchmarks.evaluation.extract import load_image, size_batches, target_size
+from benchmarks.evaluation.search import rank_by_inner_product, top_k_by_inner_product
 from methods.base import ExtractionProtocol, parse_overrides
 from methods.mscfp import MSCFPConfig
 from methods.netvlad import NetVLADConfig
-from methods.train import TripletRecipe
+from methods.recipes import TripletRecipe
 
 # --- parse_overrides --------------------------------------------------------------------------------------
 

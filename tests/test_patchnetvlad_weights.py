@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.errors import InputError
-from benchmarks.extract import extract
+from benchmarks.core.errors import InputError
+from benchmarks.evaluation.extract import extract
 from methods.base import IMAGENET_MEAN, IMAGENET_STD
 from methods.netvlad import NetVLADConfig, NetVLADMethod
 from methods.patchnetvlad_weights import SHA256, cluster_major_to_dimension_major, read_release

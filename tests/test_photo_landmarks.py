@@ -14,14 +14,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageOps
 
-from benchmarks.cli import cli
-from benchmarks.evaluate import _manifest_sha256, ground_truth_sha256
-from benchmarks.extract import output_sizes, read_pixels
-from benchmarks.metrics import revisited_scores
-from benchmarks.search import rank_by_inner_product
+from benchmarks.commands.main import cli
+from benchmarks.core.acquire import AcquireOptions
+from benchmarks.evaluation.evaluate import _manifest_sha256
+from benchmarks.evaluation.extract import output_sizes, read_pixels
+from benchmarks.evaluation.metrics import revisited_scores
+from benchmarks.evaluation.search import rank_by_inner_product
 from datasets import load_plugins
-from datasets.acquire import AcquireOptions
-from datasets.base import RevisitedGroundTruth, crop_query
+from datasets.base import RevisitedGroundTruth, crop_query, ground_truth_sha256
 from datasets.formats import read_revisited_gnd
 from datasets.photo_views import (
     _VIEW,

@@ -6,14 +6,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.colors import to_rgba
 from click.testing import CliRunner
+from matplotlib.colors import to_rgba
 from PIL import Image
 
-from benchmarks import plots, tables
-from benchmarks.reported import load_all
-from benchmarks.cli import cli
-from benchmarks.results import RESULTS_DIR, write_result
+from benchmarks.commands.main import cli
+from benchmarks.evaluation.results import RESULTS_DIR, write_result
+from benchmarks.reports import matching, plots
+from benchmarks.reports.reported import load_all
 from datasets.base import PlaceGroundTruth, RevisitedGroundTruth
 from tests.test_tables import toy_result
 
@@ -26,7 +26,7 @@ def test_recall_curve_counts_first_hits_up_to_each_n():
 
 
 def test_committed_curves_end_where_their_metrics_say():
-    for path, result in tables.load_results(RESULTS_DIR):
+    for path, result in matching.load_results(RESULTS_DIR):
         if result.protocol == "recall":
             ns, recall = plots.recall_curve(result)
             for n in (1, 5, 10, 20):
@@ -70,12 +70,12 @@ def test_gallery_shows_each_query_then_its_ranked_list_framed(tmp_path):
 
 
 def test_pngs_are_byte_stable_and_carry_no_timestamp(tmp_path):
-    results = [r for _, r in tables.load_results(RESULTS_DIR) if r.dataset == "synth_places"]
-    frame = tables.long_frame(load_all(), tables.load_results(RESULTS_DIR))
+    results = [r for _, r in matching.load_results(RESULTS_DIR) if r.dataset == "synth_places"]
+    frame = matching.long_frame(load_all(), matching.load_results(RESULTS_DIR))
     first = plots.save(plots.recall_figure("synth_places", results, frame), tmp_path / "a.png").read_bytes()
     second = plots.save(plots.recall_figure("synth_places", results, frame), tmp_path / "b.png").read_bytes()
     assert first == second and first.startswith(b"\x89PNG") and b"Software" not in first
-    landmarks = [r for _, r in tables.load_results(RESULTS_DIR) if r.dataset == "synth_landmarks"]
+    landmarks = [r for _, r in matching.load_results(RESULTS_DIR) if r.dataset == "synth_landmarks"]
     bars = plots.map_figure("synth_landmarks", landmarks, frame)
     assert len(bars.axes[0].patches) == 3 * len(landmarks)
     assert Path(plots.save(bars, tmp_path / "m.png")).stat().st_size > 10_000
@@ -84,7 +84,7 @@ def test_pngs_are_byte_stable_and_carry_no_timestamp(tmp_path):
 def test_reported_recalls_are_drawn_as_crosses_beside_our_curve():
     result = toy_result("pitts250k", "recall", {"recall@1": 0.25, "recall@5": 0.75},
                         per_query={"first_hit": [1, 3, None, 2]})
-    frame = tables.long_frame([], [("pitts250k/toy/resnet50.ours.json", result)])
+    frame = matching.long_frame([], [("pitts250k/toy/resnet50.ours.json", result)])
     reported = frame.iloc[:2].assign(table="Table 1", row="vgg16, 4096-D", reported=[80.0, 90.0], weights="",
                                      reproduced=float("nan"))
     figure = plots.recall_figure("pitts250k", [result], pd.concat([frame, reported]))
@@ -95,12 +95,12 @@ def test_reported_recalls_are_drawn_as_crosses_beside_our_curve():
 
 
 def test_gallery_refuses_an_out_of_range_query_before_any_extraction(embedded_root, tmp_path, monkeypatch):
-    import benchmarks.evaluate
+    import benchmarks.evaluation.evaluate
 
     def no_work(*args, **kwargs):
         raise AssertionError("extracted before checking --queries")
 
-    monkeypatch.setattr(benchmarks.evaluate, "extract_descriptors", no_work)
+    monkeypatch.setattr(benchmarks.evaluation.evaluate, "extract_descriptors", no_work)
     outcome = CliRunner().invoke(cli, ["plot", "gallery", "--method", "netvlad", "--weights", str(tmp_path / "w.pt"),
                                        "--dataset", "synth_landmarks", "--queries", "0,400,-1", "--root",
                                        str(embedded_root), "--out", str(tmp_path / "g.png")])
@@ -127,14 +127,14 @@ def test_summary_draws_original_protocol_results_as_map_bars(tmp_path):
     assert outcome.exit_code == 0, outcome.output + outcome.stderr
     assert outcome.output == f"wrote {tmp_path / 'out' / 'map_oxford5k.png'}\n"
     figure = plots.map_figure("oxford5k", [toy_result("oxford5k", "oxford", {"map": 0.7755}, cropped=False)],
-                              tables.long_frame([], []))
+                              matching.long_frame([], []))
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["mAP"]
     assert [round(p.get_height(), 2) for p in figure.axes[0].patches] == [77.55]
 
 
 def test_each_method_keeps_its_colour_its_variants_are_lighter_and_the_legend_covers_no_bar():
-    frame = tables.long_frame(load_all(), tables.load_results(RESULTS_DIR))
-    landmarks = [r for _, r in tables.load_results(RESULTS_DIR) if r.dataset == "synth_landmarks"]
+    frame = matching.long_frame(load_all(), matching.load_results(RESULTS_DIR))
+    landmarks = [r for _, r in matching.load_results(RESULTS_DIR) if r.dataset == "synth_landmarks"]
     dolg_only = [r for r in landmarks if r.method == "dolg"]
     colours = {}
     for results in (landmarks, dolg_only):  # adding other methods' results changes no method's colour

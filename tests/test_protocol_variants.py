@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.extract import output_sizes, read_pixels, resize_to_scale
+from benchmarks.evaluation.extract import output_sizes, read_pixels, resize_to_scale
 from datasets.base import query_box
 from methods.base import ExtractionProtocol
 from methods.dolg import DOLGMethod

@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.errors import InputError
-from benchmarks.registry import Registry
+from benchmarks.core.acquire import FileSpec
+from benchmarks.core.errors import InputError
+from benchmarks.core.registry import Registry
 from datasets import load_plugins as load_dataset_plugins
-from datasets.base import DatasetSpec, FileSpec, LoadedDataset, Protocol, dataset_problems
+from datasets.base import DatasetSpec, LoadedDataset, Protocol, dataset_problems
 from methods import load_plugins
 from methods.base import Config, ExtractionProtocol, RetrievalMethod, WeightsSpec, method_problems
 

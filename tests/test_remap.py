@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from benchmarks.extract import load_image
+from benchmarks.evaluation.extract import load_image
+from benchmarks.training.common import TrainOptions
+from benchmarks.training.triplet import _trainable_parameters, train
 from datasets.base import ClassLabels, LoadedDataset, PlaceGroundTruth
 from methods.layers.entropy_weighting import SMALLEST_WEIGHT, RegionWeights, histogram_kl_divergence
 from methods.layers.regions import rmac_regions
 from methods.losses import triplet_loss
 from methods.remap import REMAPConfig, REMAPMethod
-from methods.train import _trainable_parameters, train
-from methods.train_common import TrainOptions
 
 TINY = REMAPConfig(backbone="resnet18", layers=(4, 3), region_levels=2, whiten_dim=8)
 

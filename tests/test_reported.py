@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmarks.errors import InputError
-from benchmarks.reported import REPORTED_DIR, ReportedEntry, ReportedTable, load_all, load_reported
+from benchmarks.core.errors import InputError
+from benchmarks.reports.reported import REPORTED_DIR, ReportedEntry, ReportedTable, load_all, load_reported
 
 ENTRY: dict[str, Any] = {
     "table": "Table 1",

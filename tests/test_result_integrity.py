@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from benchmarks import results
-from benchmarks.cli import cli
-from benchmarks.errors import InputError
-from benchmarks.results import (
+from benchmarks.commands.main import cli
+from benchmarks.core.errors import InputError
+from benchmarks.evaluation import results
+from benchmarks.evaluation.results import (
     DIRTY_NOTE,
     RESULTS_DIR,
     load_result,
@@ -83,7 +83,7 @@ def test_changed_ground_truth_weights_and_plugins_are_flagged(embedded_root, tmp
 
 
 def test_only_code_changes_make_the_tree_dirty(tmp_path):
-    from benchmarks.provenance import git_state
+    from benchmarks.core.provenance import git_state
 
     def git(*args: str) -> None:
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.errors import InputError
-from benchmarks.metrics import revisited_scores
-from benchmarks.provenance import environment, git_state
-from benchmarks.results import RESULTS_DIR, Provenance, RunResult, load_result, metrics_of, write_result
+from benchmarks.core.errors import InputError
+from benchmarks.core.provenance import environment, git_state
+from benchmarks.evaluation.metrics import revisited_scores
+from benchmarks.evaluation.results import RESULTS_DIR, Provenance, RunResult, load_result, metrics_of, write_result
 
 COMMITTED = sorted(RESULTS_DIR.glob("*/*/*.json"))
 

@@ -6,9 +6,9 @@ import faiss
 import numpy as np
 import pytest
 
-from benchmarks.evaluate import _score
-from benchmarks.metrics import oxford_scores, recall_at_n, revisited_scores
-from benchmarks.search import ExactSearch, blas_tiles, first_k, rank_by_inner_product, ranking_holding
+from benchmarks.evaluation.evaluate import _score
+from benchmarks.evaluation.metrics import oxford_scores, recall_at_n, revisited_scores
+from benchmarks.evaluation.search import ExactSearch, blas_tiles, first_k, rank_by_inner_product, ranking_holding
 from datasets.base import OxfordGroundTruth, PlaceGroundTruth, RevisitedGroundTruth
 
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from benchmarks.cli import cli
+from benchmarks.commands.main import cli
 from benchmarks.speed.metrics import revisited_case
 
 

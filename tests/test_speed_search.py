@@ -6,7 +6,7 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from benchmarks.cli import cli
+from benchmarks.commands.main import cli
 from benchmarks.speed.search import unit_vectors
 
 
@@ -38,9 +38,9 @@ def test_speed_search_text_names_the_machine():
 
 
 def test_speed_search_times_the_float32_path_beside_the_bfloat16_filter(monkeypatch):
-    monkeypatch.setattr("benchmarks.search.BF16_MIN_DIM", 16)
-    monkeypatch.setattr("benchmarks.search.BF16_MIN_QUERIES", 4)
-    monkeypatch.setattr("benchmarks.bf16_filter.native_bfloat16", lambda: True)
+    monkeypatch.setattr("benchmarks.evaluation.search.BF16_MIN_DIM", 16)
+    monkeypatch.setattr("benchmarks.evaluation.search.BF16_MIN_QUERIES", 4)
+    monkeypatch.setattr("benchmarks.evaluation.bf16_filter.native_bfloat16", lambda: True)
     result = CliRunner().invoke(cli, ["speed", "search", "--n-db", "3000", "--dim", "16", "--n-queries", "4",
                                       "--k", "10", "--float32"])
     assert result.exit_code == 0, result.output

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmarks.errors import InputError
-from benchmarks.reported import load_reported
-from benchmarks.results import load_result, write_result
-from benchmarks.strict_load import MAX_DEPTH, read_json, read_yaml
+from benchmarks.core.errors import InputError
+from benchmarks.core.strict_load import MAX_DEPTH, read_json, read_yaml
+from benchmarks.evaluation.results import load_result, write_result
+from benchmarks.reports.reported import load_reported
 from tests.test_reported import DOCUMENT, ENTRY
 from tests.test_results import make_result
 

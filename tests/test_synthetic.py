@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.metrics import recall_at_n, revisited_scores
-from benchmarks.search import rank_by_inner_product
+from benchmarks.evaluation.metrics import recall_at_n, revisited_scores
+from benchmarks.evaluation.search import rank_by_inner_product
 from datasets.formats import DbStruct, read_dbstruct, read_revisited_gnd
-from datasets.synthetic_scenes import generate_landmarks, generate_places
+from datasets.synthetic_scenes import generate_landmarks
+from datasets.synthetic_streets import generate_places
 from tests.naive_descriptors import colour_histogram, colour_thumbnail
 
 SPLITS = ("train", "val", "test")

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from benchmarks.cli import cli
+from benchmarks.commands.main import cli
+from benchmarks.core.acquire import AcquireOptions
 from datasets import load_plugins
-from datasets.acquire import AcquireOptions
 from datasets.base import ClassLabels, PlaceGroundTruth, RevisitedGroundTruth, crop_query
 from datasets.synthetic import MANIFEST
 

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from benchmarks import tables
-from benchmarks.cli import cli
-from benchmarks.reported import REPORTED_DIR, load_all
-from benchmarks.results import RESULTS_DIR, Provenance, RunResult, write_result
+from benchmarks.commands.main import cli
+from benchmarks.evaluation.results import RESULTS_DIR, Provenance, RunResult, write_result
+from benchmarks.reports import grids, matching, tables
+from benchmarks.reports.reported import REPORTED_DIR, Reproduction, load_all
 
 PAPER: dict[str, Any] = {
     "method": "toy",
@@ -68,7 +68,7 @@ def toy(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def frame_of(toy: tuple[Path, Path]):
-    return tables.long_frame(load_all(toy[0]), tables.load_results(toy[1]))
+    return matching.long_frame(load_all(toy[0]), matching.load_results(toy[1]))
 
 
 def row(frame, **where: Any) -> dict[str, Any]:
@@ -80,7 +80,7 @@ def row(frame, **where: Any) -> dict[str, Any]:
 
 
 def test_percent_is_the_one_conversion():
-    assert tables.percent(0.6123) == pytest.approx(61.23)
+    assert matching.percent(0.6123) == pytest.approx(61.23)
 
 
 def test_a_result_reproduces_entries_of_its_mapped_variant_only(toy):
@@ -113,26 +113,26 @@ def test_deviations_declared_and_detected(toy):
 def test_uncropped_revisited_queries_are_a_deviation():
     entry = next(e for table in load_all(REPORTED_DIR) for e in table.entries if "query_crop" not in e.variant)
     weights = f"{entry.variant['backbone']}.x"
-    reproduction = tables.Reproduction(weights=weights, variant={"backbone": entry.variant["backbone"]})
+    reproduction = Reproduction(weights=weights, variant={"backbone": entry.variant["backbone"]})
     result = toy_result("roxford5k", "revisited", {"map_medium": 0.5}, weights=weights, cropped=False,
                         dim=entry.variant["dimension"])
-    assert tables._deviations(entry, reproduction, result) == [
+    assert matching._deviations(entry, reproduction, result) == [
         "queries not cropped to their boxes (the revisited protocol crops them)"]
 
 
 def test_cells_show_reported_marks_reproduced_notes_and_difference():
     sup = lambda m: f"^{m}"  # noqa: E731
-    cell = tables.Cell(60.0, "quoted_by_third_party", 61.23, [1, 2])
-    assert tables.cell_text(cell, sup) == "60.0^q / 61.2^1,2 (+1.2)"
-    assert tables.cell_text(tables.Cell(35.0, "read_in_paper", 30.0), sup) == "35.0 / 30.0 (-5.0)"
-    assert tables.cell_text(tables.Cell(35.0, "unverified"), sup) == "35.0^u"
-    assert tables.cell_text(tables.Cell(None, "", 41.66), sup) == "41.7"
-    assert tables.cell_text(tables.Cell(50.0, "read_in_paper", 49.96), sup) == "50.0 / 50.0 (+0.0)"  # never "-0.0"
-    assert tables.metric_label("mp@10_hard") == "mP@10 H" and tables.metric_label("recall@5") == "R@5"
+    cell = grids.Cell(60.0, "quoted_by_third_party", 61.23, [1, 2])
+    assert grids.cell_text(cell, sup) == "60.0^q / 61.2^1,2 (+1.2)"
+    assert grids.cell_text(grids.Cell(35.0, "read_in_paper", 30.0), sup) == "35.0 / 30.0 (-5.0)"
+    assert grids.cell_text(grids.Cell(35.0, "unverified"), sup) == "35.0^u"
+    assert grids.cell_text(grids.Cell(None, "", 41.66), sup) == "41.7"
+    assert grids.cell_text(grids.Cell(50.0, "read_in_paper", 49.96), sup) == "50.0 / 50.0 (+0.0)"  # never "-0.0"
+    assert matching.metric_label("mp@10_hard") == "mP@10 H" and matching.metric_label("recall@5") == "R@5"
 
 
 def test_paper_layout_rows_are_variants_columns_are_datasets_with_settings(toy):
-    files = tables.generate(load_all(toy[0]), tables.load_results(toy[1]))
+    files = tables.generate(load_all(toy[0]), matching.load_results(toy[1]))
     md = files["toy.md"]
     assert md.splitlines()[0] == tables.GENERATED_MD
     assert "| variant | oxford5k (crop) mAP | oxford5k (full) mAP |" in md
@@ -150,7 +150,7 @@ def test_paper_layout_rows_are_variants_columns_are_datasets_with_settings(toy):
 
 
 def test_combined_tables_gather_methods_and_our_unmatched_runs(toy):
-    files = tables.generate(load_all(toy[0]), tables.load_results(toy[1]))
+    files = tables.generate(load_all(toy[0]), matching.load_results(toy[1]))
     revisited = files["benchmark_revisited.md"]
     assert "| method | variant | roxford5k mAP M | roxford5k mAP H | rparis6k mAP M | rparis6k mAP H |" in revisited
     assert "+1m" not in revisited  # optional columns appear only with numbers
@@ -162,7 +162,7 @@ def test_combined_tables_gather_methods_and_our_unmatched_runs(toy):
 
 
 def test_generation_is_deterministic_and_prunes_stale_files(toy, tmp_path):
-    reported, results = load_all(toy[0]), tables.load_results(toy[1])
+    reported, results = load_all(toy[0]), matching.load_results(toy[1])
     files = tables.generate(reported, results)
     assert files == tables.generate(reported, results)
     assert all("2026" not in text for text in files.values())  # no dates, even though results carry them
@@ -178,7 +178,7 @@ def test_generation_is_deterministic_and_prunes_stale_files(toy, tmp_path):
 
 
 def test_committed_tables_are_fresh():
-    files = tables.generate(load_all(), tables.load_results(RESULTS_DIR))
+    files = tables.generate(load_all(), matching.load_results(RESULTS_DIR))
     assert tables.stale_files(tables.TABLES_DIR, files) == [], "run `make tables` and commit"
 
 
@@ -240,5 +240,5 @@ def test_regression_check_of_re_made_embedded_results(tmp_path):
 
 
 def test_committed_results_are_within_the_reported_tolerances():
-    frame = tables.long_frame(load_all(), tables.load_results(RESULTS_DIR))
+    frame = matching.long_frame(load_all(), matching.load_results(RESULTS_DIR))
     assert tables.out_of_tolerance(frame).empty

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks import tables
-from benchmarks.reported import load_all
-from benchmarks.results import write_result
+from benchmarks.evaluation.results import write_result
+from benchmarks.reports import matching, tables
+from benchmarks.reports.reported import load_all
 from tests.test_tables import PAPER, toy_result
 
 pytestmark = pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
@@ -48,7 +48,7 @@ def test_marks_footnotes_and_special_characters_compile(tmp_path):
     (tmp_path / "reported" / "toy.yaml").write_text(yaml.safe_dump(PAPER), encoding="utf-8")
     write_result(toy_result("roxford5k", "revisited", {"map_medium": 0.6123, "map_hard": 0.3}, dim=512),
                  tmp_path / "results")
-    files = tables.generate(load_all(tmp_path / "reported"), tables.load_results(tmp_path / "results"))
+    files = tables.generate(load_all(tmp_path / "reported"), matching.load_results(tmp_path / "results"))
     assert r"\textsuperscript{1,2}" in files["toy.tex"]
     tables.write_files(tmp_path, {k: v for k, v in files.items() if k.endswith(".tex")}, prune=False)
     compile_tex(tmp_path, sorted(k for k in files if k.endswith(".tex")))

@@ -1,4 +1,4 @@
-"""timm imports next to PyPI's CUDA-only torchvision, and only benchmarks/timm_import.py imports it."""
+"""timm imports next to PyPI's CUDA-only torchvision, and only benchmarks/core/timm_import.py imports it."""
 from __future__ import annotations
 
 import re
@@ -30,4 +30,4 @@ def test_timm_and_torchvision_are_imported_in_one_place():
     pattern = re.compile(r"^\s*(import|from)\s+(timm|torchvision)\b", re.MULTILINE)
     offenders = [str(p.relative_to(ROOT)) for folder in ("benchmarks", "methods", "datasets")
                  for p in (ROOT / folder).rglob("*.py") if pattern.search(p.read_text())]
-    assert offenders == ["benchmarks/timm_import.py"]
+    assert offenders == ["benchmarks/core/timm_import.py"]

@@ -14,16 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.errors import InputError
-from benchmarks.provenance import REPO_ROOT
-from benchmarks.results import load_result
+from benchmarks.core.errors import InputError
+from benchmarks.core.provenance import REPO_ROOT
+from benchmarks.evaluation.results import load_result
+from benchmarks.training.common import TrainOptions, load_state, save_state
+from benchmarks.training.triplet import _learning_rate, _trainable_parameters, _validate, train
 from datasets import load_plugins as load_datasets
-from methods.losses import triplet_loss
 from methods.layers.column_pooling import split_columns, stride1_max_pool_columns
+from methods.losses import triplet_loss
 from methods.mscfp import MSCFPConfig, MSCFPMethod
 from methods.netvlad import NetVLADConfig, NetVLADMethod
-from methods.train import TripletRecipe, _learning_rate, _trainable_parameters, _validate, train
-from methods.train_common import TrainOptions, load_state, save_state
+from methods.recipes import TripletRecipe
 from methods.weights import load_checkpoint
 
 TINY_NETVLAD = NetVLADConfig(backbone="resnet18", feature_index=3, drop_final_relu=False, num_clusters=4,
@@ -51,7 +52,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(embedded_root, tmp_path,
     _places_run(embedded_root, 2, state)       # stops after its first round, as a killed run would
     assert state.exists()
     assert "resuming" not in caplog.text
-    with caplog.at_level(logging.INFO, logger="methods.train_common"):
+    with caplog.at_level(logging.INFO, logger="benchmarks.training.common"):
         resumed = _places_run(embedded_root, 4, state)
     assert f"resuming from step 2 of 4 saved in {state}" in caplog.text  # the resume is said, with how to avoid it
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
@@ -62,7 +63,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(embedded_root, tmp_path,
 
 def test_a_state_file_found_is_said_with_its_step_and_how_to_start_afresh(tmp_path, caplog):
     state = tmp_path / "w.pt.state"
-    with caplog.at_level(logging.INFO, logger="methods.train_common"):
+    with caplog.at_level(logging.INFO, logger="benchmarks.training.common"):
         assert load_state(state, 80) is None
         assert caplog.text == ""  # no state: a fresh run, nothing said
         save_state(state, {"step": 30, "losses": [1.0]})

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import results
-from benchmarks.atomic import atomic_write_text
-from benchmarks.download import Retry, fetch
-from benchmarks.errors import InputError
-from benchmarks.locks import exclusive
-from benchmarks.results import load_result, write_result
+from benchmarks.core.atomic import atomic_write_text
+from benchmarks.core.download import Retry, fetch
+from benchmarks.core.errors import InputError
+from benchmarks.core.locks import exclusive
+from benchmarks.evaluation import results
+from benchmarks.evaluation.results import load_result, write_result
 from methods.netvlad import NetVLADMethod
 from methods.weights import save_checkpoint
 from tests.loopback import LoopbackServer

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.provenance import environment
+from benchmarks.core.provenance import environment
 
 
 def best_of(repeat: int, fn: Callable[[], object]) -> float:
@@ -30,7 +30,7 @@ def best_times(repeat: int, fn: Callable[[], object]) -> tuple[float, float]:
 
 
 def machine(device: str = "cpu") -> dict[str, object]:
-    """:func:`benchmarks.provenance.environment` (the device by name) plus the CPU model, the CPUs this process
+    """:func:`benchmarks.core.provenance.environment` (the device by name) plus the CPU model, the CPUs this process
     may use, torch's threads, the memory and the load average when the figures were taken (other work on the
     machine slows them)."""
     import torch

@@ -5,11 +5,11 @@ method with random weights (the default: NetVLAD on a ResNet-18 trunk, which nee
 
 - forward: the model alone on batches read beforehand, the pipeline's (images of one size, 8-bit pixels), with
   what the pipeline does on the device: normalising, channels_last;
-- pipeline: :func:`benchmarks.extract.extract_all`, from file names to descriptors (headers, decoding and
+- pipeline: :func:`benchmarks.evaluation.extract.extract_all`, from file names to descriptors (headers, decoding and
   resizing in DataLoader workers, batches, transfer, normalising, model);
-- one by one: :func:`benchmarks.extract.extract_one_by_one`, read one image, embed it, next, the way most
+- one by one: :func:`benchmarks.evaluation.extract.extract_one_by_one`, read one image, embed it, next, the way most
   published evaluation code extracts;
-- read: every image read (:func:`benchmarks.extract.read_pixels`: decoded, resized), no model: the work a
+- read: every image read (:func:`benchmarks.evaluation.extract.read_pixels`: decoded, resized), no model: the work a
   pipeline must hide. Where images are read in the main process (no workers: 2-core CPUs), it adds to the
   forward, so ``forward / (forward + read)`` is the most the pipeline can reach there (``serial_ceiling``).
 
@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.extract import (
+from benchmarks.core.acquire import AcquireOptions
+from benchmarks.evaluation.extract import (
     ExtractOptions,
     batches_by_size,
     channels_last,
@@ -39,7 +40,6 @@ from benchmarks.extract import (
 )
 from benchmarks.speed import best_of, machine
 from datasets import load_plugins as load_datasets
-from datasets.acquire import AcquireOptions
 from methods import load_plugins as load_methods
 
 DATASETS = ("synth_landmarks", "synth_places")

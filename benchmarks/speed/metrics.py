@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.metrics import recall_at_n, revisited_scores
+from benchmarks.evaluation.metrics import recall_at_n, revisited_scores
 from benchmarks.speed import best_of, machine
 
 

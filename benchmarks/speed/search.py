@@ -8,7 +8,7 @@ Descriptors are random unit vectors (the cost does not depend on them). Memory i
 peak from the moment the descriptors exist (Linux's VmHWM, reset then; elsewhere getrusage's high-water mark,
 which never goes down): ``data_gib`` is the descriptors themselves, ``peak_gib`` everything, the search
 included.
-``path`` says how :class:`~benchmarks.search.ExactSearch` searched (``bfloat16 filter`` or ``float32``);
+``path`` says how :class:`~benchmarks.evaluation.search.ExactSearch` searched (``bfloat16 filter`` or ``float32``);
 ``--float32`` adds the float32 path's time where the filter was taken.
 ``--compress SPEC`` adds building the compressed database (PQ training and encoding) and searching it.
 """
@@ -25,8 +25,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from benchmarks.compression import Compression, prepare_search
-from benchmarks.search import ExactSearch
+from benchmarks.evaluation.compression import Compression, prepare_search
+from benchmarks.evaluation.search import ExactSearch
 from benchmarks.speed import best_times, machine
 
 

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from benchmarks.timm_import import import_timm
+from benchmarks.core.timm_import import import_timm
 
 
 def create_backbone(name: str, out_indices: Sequence[int], pretrained: bool = False,

@@ -1,0 +1,79 @@
+"""What both training loops share: the run's options, the process group, frozen batch norm, the endless
+shuffled order of a round's items, and the resumable state file."""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from benchmarks.core.atomic import atomic_write_bytes
+from benchmarks.core.errors import InputError
+from datasets.base import LoadedDataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    steps: int
+    seed: int = 0
+    device: str = "cpu"
+    state: Path | None = None           # resumable training state, rewritten after each round
+    validation: LoadedDataset | None = None  # places split: keep the weights of the epoch with the best recall@5
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); joins the torchrun process group (nccl on GPUs, else gloo) when launched by it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Batch norm uses its running statistics (and keeps them) while the rest trains: for small batches."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def round_queries(trainable: np.ndarray, per_round: int, round_index: int, seed: int) -> np.ndarray:
+    """The round's queries: a slice of the endless sequence of per-epoch shuffles of the trainable queries."""
+    n = len(trainable)
+    first = round_index * per_round
+    epochs = range(first // n, (first + per_round - 1) // n + 1)
+    order = np.concatenate([trainable[np.random.default_rng([seed, e, 0xE]).permutation(n)] for e in epochs])
+    offset = first - epochs[0] * n
+    return order[offset:offset + min(per_round, n)]
+
+
+def load_state(path: Path | None, steps: int | None = None) -> dict[str, Any] | None:
+    """The resumable state at ``path`` (None: none yet); a damaged file is an error saying to delete it. A state
+    found is logged (rank 0): the run resumes from its step, of ``steps``, and deleting the file starts afresh."""
+    if path is None or not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a corrupt file
+        raise InputError(f"unreadable training state ({type(error).__name__}); delete it to start afresh", path) \
+            from None
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        log.info("resuming from step %s of %s saved in %s (an interrupted run); delete that file to start afresh",
+                 state.get("step", "?") if isinstance(state, dict) else "?", "?" if steps is None else steps, path)
+    return state
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write the resumable state atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
