@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 
-from benchmarks.atomic import atomic_write_bytes, atomic_write_text
+from benchmarks.atomic import atomic_write_bytes, atomic_write_text, write_failure
 from benchmarks.cache_chunks import BadChunk, array_sha256, chunk_identity, decode_chunk, encode_chunk
 from benchmarks.data_root import name_under
 from benchmarks.errors import InputError
@@ -312,7 +312,7 @@ class DescriptorCache:
                 raise InputError(f"none of the {self.n} images could be read", self.directory)
             target = self.directory / "descriptors.npy"
             partial = self.directory / ".descriptors.npy.tmp"
-            merged = np.lib.format.open_memmap(partial, mode="w+", dtype=self.dtype, shape=(self.n, dim))
+            merged = self._allocate(partial, dim)
             skipped: list[int] = []
             for c in range(self.n_chunks):
                 descriptors, chunk_skipped = self._load_chunk(c)
@@ -331,6 +331,18 @@ class DescriptorCache:
                 self._chunk(c).unlink()
         finally:
             os.close(fd)
+
+    def _allocate(self, partial: Path, dim: int) -> np.memmap:
+        """An (n, dim) ``.npy`` memory map whose disk blocks are reserved first: a full disk is one error here,
+        not a SIGBUS at some later write into the map."""
+        try:
+            merged = np.lib.format.open_memmap(partial, mode="w+", dtype=self.dtype, shape=(self.n, dim))
+            with open(partial, "rb+") as f:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise write_failure(error, partial, "the extracted chunks are kept: rerun to merge them") from None
+        return merged
 
     def read(self, paths: Sequence[Path], on_bad_image: str = "fail") -> Extracted:
         """The merged descriptors, memory-mapped, and the skipped images (refused under ``fail``); a cache that

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.archives import extract
+from benchmarks.archives import ArchiveWriteError, extract
 from benchmarks.atomic import atomic_write_text
 from benchmarks.download import Retry, fetch
 from benchmarks.errors import InputError
@@ -118,6 +118,8 @@ def _acquire_one(folder: Path, dataset: str, spec: FileSpec, options: AcquireOpt
     if spec.extract_to is not None:
         try:
             files = extract(dest, folder / spec.extract_to, flatten=spec.flatten)
+        except ArchiveWriteError:
+            raise  # a full or read-only disk: the verified archive stays for the rerun
         except InputError:
             dest.unlink(missing_ok=True)  # a broken archive must not be taken as verified next time
             raise

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from benchmarks.atomic import atomic_write_text
+from benchmarks.atomic import atomic_write_text, write_failure
 from benchmarks.download import sha256_of
 from benchmarks.errors import InputError
 from datasets import DATASETS
@@ -67,9 +67,15 @@ class GeneratedDataset(DatasetSpec):
         folder = self.folder(data_root)
         staging = folder.with_name(f".{folder.name}.generating")
         shutil.rmtree(staging, ignore_errors=True)
-        counts = self.generate(staging)
-        files = {str(p.relative_to(staging)): sha256_of(p) for p in sorted(staging.rglob("*")) if p.is_file()}
-        atomic_write_text(staging / MANIFEST, json.dumps({**wanted, "counts": counts, "sha256": files}, indent=1))
+        try:
+            counts = self.generate(staging)
+            files = {str(p.relative_to(staging)): sha256_of(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+            atomic_write_text(staging / MANIFEST, json.dumps({**wanted, "counts": counts, "sha256": files}, indent=1))
+        except BaseException as error:  # a failed or interrupted generation leaves no partial folder
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(error, OSError):
+                raise write_failure(error, staging, "the partial folder was removed") from None
+            raise
         shutil.rmtree(folder, ignore_errors=True)  # an older generator's output
         staging.rename(folder)
 

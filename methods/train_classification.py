@@ -27,7 +27,8 @@ from benchmarks.extract import load_image
 from datasets.base import ClassLabels, LoadedDataset
 from methods.base import ExtractionProtocol
 from methods.losses import ArcFace
-from methods.train_common import TrainOptions, freeze_batchnorm, init_distributed, load_state, round_queries, save_state
+from methods.train_common import (TrainOptions, freeze_batchnorm, init_distributed, load_state, round_queries,
+                                  run_binding, save_state)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,8 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
     optimiser = (torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                  weight_decay=recipe.weight_decay) if recipe.optimizer == "sgd"
                  else torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay))
-    state = load_state(options.state, options.steps)
+    binding = run_binding(model, split, recipe, options)
+    state = load_state(options.state, options.steps, binding, ("model", "head", "optimiser", "step", "losses"))
     step, losses = 0, []
     if state:
         model.load_state_dict(state["model"])
@@ -161,7 +163,8 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
                      float(np.mean(losses[-10:])))
         if options.state is not None and rank == 0 and (step % recipe.state_every == 0 or step == options.steps):
             save_state(options.state, {"model": model.state_dict(), "head": head.state_dict(),
-                                       "optimiser": optimiser.state_dict(), "step": step, "losses": losses})
+                                       "optimiser": optimiser.state_dict(), "step": step, "losses": losses,
+                                       "binding": binding})
     model.eval()
     return {"steps": step, "seed": options.seed, "processes": world, "classes": len(classes),
             "images": len(targets), "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]),
