@@ -39,8 +39,8 @@ class _Budget:
     def take(self, name: str, size: int) -> None:
         self.left -= size
         if self.left < 0:
-            raise InputError(f"expands beyond {self.limit} bytes (at member {name!r}): an archive bomb or not the archive declared; refused, "
-                             "nothing was extracted", self.archive)
+            raise InputError(f"expands beyond {self.limit} bytes (at member {name!r}): an archive bomb or not the "
+                             "archive declared; refused, nothing was extracted", self.archive)
         if size > shutil.disk_usage(self.staging).free:
             raise ArchiveWriteError(f"cannot write: member {name!r} ({size} bytes) does not fit in the free space; "
                                     "nothing was extracted and the archive is kept (free some space and rerun)",

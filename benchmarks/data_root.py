@@ -22,6 +22,10 @@ def data_root(override: Path | None = None) -> Path:
     if root == REPO_ROOT or REPO_ROOT in root.parents:
         raise InputError(f"data must not live inside the repository; set {ENV_VAR} (or --root) to a folder "
                          "outside it, e.g. ~/.cache/image-retrieval-benchmarks", root)
+    blocking = next((p for p in (root, *root.parents) if p.exists()), root)
+    if not blocking.is_dir():  # else every dataset would read as 'not downloaded'
+        raise InputError(f"the data root {root} is not a folder (this is a file); set {ENV_VAR} (or --root) to a "
+                         "folder", blocking)
     return root
 
 

@@ -110,7 +110,7 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
     miner = _miner(split, recipe, options.seed)  # refuses a split that cannot give a tuple before any work
     device = torch.device(options.device)
     model.to(device)
-    binding = run_binding(model, split, recipe, options)
+    binding = run_binding(model, split, recipe, options, scheduled_steps=False)
     state = load_state(options.state, options.steps, binding,
                        ("model", "optimiser", "step", "round", "report", "miner_memory"))
     report: dict[str, Any] = state["report"] if state else {"round_losses": []}

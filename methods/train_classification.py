@@ -121,7 +121,7 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
     optimiser = (torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                  weight_decay=recipe.weight_decay) if recipe.optimizer == "sgd"
                  else torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay))
-    binding = run_binding(model, split, recipe, options)
+    binding = run_binding(model, split, recipe, options, scheduled_steps=True)
     state = load_state(options.state, options.steps, binding, ("model", "head", "optimiser", "step", "losses"))
     step, losses = 0, []
     if state:

@@ -59,14 +59,18 @@ def round_queries(trainable: np.ndarray, per_round: int, round_index: int, seed:
     return order[offset:offset + min(per_round, n)]
 
 
-def run_binding(model: nn.Module, split: LoadedDataset, recipe: Any, options: TrainOptions) -> str:
-    """sha256 of what decides a run's weights: the method and its config, the recipe, seed and steps, the
-    training (and validation) images, and the weights the run starts from. A state file is bound to it."""
+def run_binding(model: nn.Module, split: LoadedDataset, recipe: Any, options: TrainOptions,
+                scheduled_steps: bool) -> str:
+    """sha256 of what decides a run's weights: the method and its config, the recipe, the seed, the training
+    (and validation) images, the weights the run starts from, and the number of steps where the learning-rate
+    schedule depends on it (``scheduled_steps``; else a run may be extended). A state file is bound to it."""
+    validation = options.validation
     digest = hashlib.sha256(json.dumps({
         "method": type(model).__name__, "config": repr(getattr(model, "config", None)),
-        "recipe": dataclasses.asdict(recipe), "seed": options.seed, "steps": options.steps,
+        "recipe": dataclasses.asdict(recipe), "seed": options.seed,
+        "steps": options.steps if scheduled_steps else None,
         "images": [str(p) for p in split.db_paths + split.query_paths],
-        "validation": None if options.validation is None else [str(p) for p in options.validation.query_paths],
+        "validation": None if validation is None else [str(p) for p in validation.db_paths + validation.query_paths],
     }, sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
