@@ -227,9 +227,10 @@ def data_download(name: str, root: Path | None, mirrors: tuple[str, ...], mirror
 def data_verify(name: str, root: Path | None) -> None:
     """Re-check counts, ground truth and every image of NAME; lists each problem (exit code 1 if any)."""
     from benchmarks.data_root import data_root
+    from datasets.acquire import changed_files
 
-    spec = _dataset(name)
-    problems = spec.check(data_root(root))
+    spec, folder_root = _dataset(name), data_root(root)
+    problems = changed_files(spec.folder(folder_root), spec.files) + spec.check(folder_root)
     for problem in problems:
         click.echo(f"problem: {problem}")
     if problems:

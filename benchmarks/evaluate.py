@@ -17,12 +17,13 @@ import torch
 from benchmarks.cache import DescriptorCache, cache_key, extract_cached
 from benchmarks.compression import Compression, prepare_search
 from benchmarks.data_root import name_under
+from benchmarks.errors import InputError
 from benchmarks.extract import Extracted, ExtractOptions
 from benchmarks.metrics import oxford_scores, recall_at_n, revisited_scores
 from benchmarks.provenance import environment, git_state
 from benchmarks.results import Provenance, RunResult, metrics_of
 from benchmarks.search import Search, ranking_holding
-from datasets.acquire import AcquireOptions
+from datasets.acquire import AcquireOptions, changed_files
 from datasets.base import (
     GroundTruth,
     LoadedDataset,
@@ -68,7 +69,10 @@ class Descriptors:
 def extract_descriptors(method: type[RetrievalMethod], weights: str, dataset: Any, options: EvaluateOptions,
                         loaded: LoadedDataset | None = None) -> Descriptors:
     """Load the split (unless given as ``loaded``) and the weights, then extract database and query descriptors
-    per the method's protocol."""
+    per the method's protocol. A kept file (ground truth) whose bytes changed since verified is refused."""
+    changed = changed_files(dataset.folder(options.data_root), dataset.files)
+    if changed:  # a truncated or edited ground truth would score a wrong number that looks right
+        raise InputError(changed[0])
     loaded = dataset.load(options.data_root, options.split) if loaded is None else loaded
     resolved = resolve_weights(method, weights, options.data_root, options.acquire)
     model = resolved.model.to(options.device)

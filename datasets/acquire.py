@@ -19,8 +19,9 @@ from pathlib import Path
 
 from benchmarks.archives import ArchiveWriteError, extract
 from benchmarks.atomic import atomic_write_text
-from benchmarks.download import Retry, fetch
+from benchmarks.download import Retry, fetch, sha256_of
 from benchmarks.errors import InputError
+from benchmarks.ids import SHA256_PATTERN
 from datasets.base import FileSpec
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,11 @@ class ChecksumLock:
         try:
             self.entries: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
         except ValueError:
-            raise InputError("unreadable lock file; restore it from a backup or delete it to record the "
-                             "checksums afresh", self.path) from None
+            self.entries = {"": {}}  # refused just below
+        if not (isinstance(self.entries, dict) and all(
+                isinstance(e, dict) and SHA256_PATTERN.match(str(e.get("sha256"))) for e in self.entries.values())):
+            raise InputError("unreadable lock file (each entry needs a sha256); restore it from a backup or delete "
+                             "it to record the checksums afresh", self.path)
 
     def sha256(self, name: str) -> str | None:
         entry = self.entries.get(name)
@@ -93,6 +97,25 @@ def is_acquired(folder: Path, spec: FileSpec) -> bool:
     if spec.manual:
         return (folder / spec.name).exists()
     return stamp_path(folder, spec).exists() and (spec.extract_to is not None or (folder / spec.name).exists())
+
+
+def changed_files(folder: Path, files: tuple[FileSpec, ...]) -> list[str]:
+    """One line per kept file (not an unpacked archive) whose bytes differ from the sha256 it was verified
+    against: published, locked, or recorded in its stamp. A truncated or edited ground truth is caught here."""
+    lock, problems = ChecksumLock(folder), []
+    for spec in files:
+        path, stamp = folder / spec.name, stamp_path(folder, spec)
+        if spec.extract_to is not None or not path.is_file():
+            continue
+        try:
+            recorded = json.loads(stamp.read_text()).get("sha256") if stamp.is_file() else None
+        except (ValueError, AttributeError):
+            recorded = None
+        expected = spec.sha256 or lock.sha256(spec.name) or recorded
+        if expected is not None and sha256_of(path) != expected:
+            problems.append(f"{path}: sha256 differs from the {expected[:12]}... it was verified against (truncated "
+                            "or edited); delete it and download it again")
+    return problems
 
 
 def _acquire_one(folder: Path, dataset: str, spec: FileSpec, options: AcquireOptions, lock: ChecksumLock,

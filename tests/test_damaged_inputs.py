@@ -21,6 +21,7 @@ from benchmarks.provenance import REPO_ROOT
 from methods.netvlad import NetVLADConfig, NetVLADMethod
 from methods.train_common import save_state
 from methods.weights import save_checkpoint
+from tests.conftest import GND
 
 RESULT = REPO_ROOT / "results" / "synth_landmarks" / "dolg" / "effl0.synth_landmarks.json"
 REPORTED = REPO_ROOT / "paper_tables" / "reported" / "dolg.yaml"
@@ -165,6 +166,35 @@ def _root_under_a_file(tmp: Path, root: Path) -> tuple[list[str], Path]:
     return ["data", "verify", "synth_places", "--root", str(path / "data")], path
 
 
+def _edited_gnd(tmp: Path, command: str) -> tuple[list[str], Path]:
+    """roxford5k's real gnd with one easy positive moved to hard: a valid pickle whose sha256 is not the published."""
+    path = tmp / "root" / "roxford5k" / "gnd_roxford5k.pkl"
+    path.parent.mkdir(parents=True)
+    data = pickle.loads(GND["roxford5k"].read_bytes())
+    entry = data["gnd"][0]
+    entry["easy"], entry["hard"] = list(entry["easy"][1:]), [*entry["hard"], entry["easy"][0]]
+    path.write_bytes(pickle.dumps(data))
+    if command == "verify":
+        return ["data", "verify", "roxford5k", "--root", str(tmp / "root")], path
+    return ["evaluate", "--method", "netvlad", "--weights", str(_checkpoint(tmp)), "--dataset", "roxford5k", "--root",
+            str(tmp / "root"), "--results", str(tmp / "res"), "--allow-dirty"], path
+
+
+def _damaged_lock(tmp: Path, root: Path) -> tuple[list[str], Path]:
+    path = tmp / "root" / "roxford5k" / "checksums.lock.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"oxbuild_images-v1.tgz": {"size": 1}}')
+    return ["data", "download", "roxford5k", "--root", str(tmp / "root"), "--mirror", "http://127.0.0.1:9",
+            "--mirror-only"], path
+
+
+def _reported_duplicate_key(tmp: Path, root: Path) -> tuple[list[str], Path]:
+    _results(tmp, lambda text: text)
+    path = tmp / "rep" / REPORTED.name
+    path.write_text(path.read_text().replace("method: dolg\n", "method: dolg\nmethod: netvlad\n", 1))
+    return ["tables", "--results", str(tmp / "res"), "--reported", str(tmp / "rep"), "--out", str(tmp / "t")], path
+
+
 def _state(tmp: Path, root: Path, payload: dict) -> tuple[list[str], Path]:
     out = tmp / "w.pt"
     path = Path(f"{out}.state")
@@ -211,6 +241,10 @@ CASES: dict[str, Case] = {
     "evaluate: NaN query box in the dataset's gnd": _damaged_gnd_dataset,
     "data verify: a truncated checksummed image": _truncated_download,
     "data verify: the data root lies under a file": _root_under_a_file,
+    "data verify: an edited ground truth (valid pickle)": lambda tmp, root: _edited_gnd(tmp, "verify"),
+    "evaluate: an edited ground truth (valid pickle)": lambda tmp, root: _edited_gnd(tmp, "evaluate"),
+    "data download: a lock file entry without its sha256": _damaged_lock,
+    "tables: a duplicated key in reported numbers": _reported_duplicate_key,
     "train: a state file of another run": lambda tmp, root: _state(tmp, root, {
         "model": {}, "optimiser": {}, "step": 1, "round": 1, "report": {}, "miner_memory": {}, "binding": "0" * 64}),
     "train: a state file missing fields": lambda tmp, root: _state(tmp, root, {"step": 1}),
