@@ -54,10 +54,14 @@ class GeneratedDataset(DatasetSpec):
         """Write the dataset into the fresh ``folder``; return its counts."""
 
     def manifest(self, data_root: Path) -> dict[str, Any] | None:
+        """The generator's record (None: missing or damaged, so that ``prepare`` generates again)."""
         try:
-            return json.loads((self.folder(data_root) / MANIFEST).read_text())
+            manifest = json.loads((self.folder(data_root) / MANIFEST).read_text())
         except (OSError, ValueError):
             return None
+        files = manifest.get("sha256") if isinstance(manifest, dict) else None
+        sound = isinstance(files, dict) and all(isinstance(v, str) for v in files.values())
+        return manifest if sound else None
 
     def prepare(self, data_root: Path, options: AcquireOptions) -> None:
         wanted = {"generator_version": GENERATOR_VERSION, "seed": self.seed}
@@ -82,6 +86,9 @@ class GeneratedDataset(DatasetSpec):
     def manifest_problems(self, data_root: Path) -> list[str]:
         manifest = self.manifest(data_root)
         folder = self.folder(data_root)
+        if manifest is None and (folder / MANIFEST).exists():
+            return [f"{folder / MANIFEST}: damaged (not the generator's record): run `python -m benchmarks data "
+                    f"download {self.name}` to generate the dataset again"]
         if manifest is None:
             return [str(not_downloaded(self.name, folder / MANIFEST))]
         problems = []

@@ -200,6 +200,9 @@ def _checkpoint_or_released(cls: type[RetrievalMethod], path: Path) -> LoadedWei
 
 def _origin_sha(checkpoint: Path) -> str | None:
     try:
-        return json.loads(Path(f"{checkpoint}.json").read_text())["origin"].get("source_sha256")
-    except (OSError, ValueError, KeyError):
+        sidecar = json.loads(Path(f"{checkpoint}.json").read_text())
+    except (OSError, ValueError):
         return None
+    origin = sidecar.get("origin") if isinstance(sidecar, dict) else None
+    source = origin.get("source_sha256") if isinstance(origin, dict) else None
+    return source if isinstance(source, str) else None  # a damaged sidecar: converted again

@@ -160,6 +160,13 @@ def _truncated_download(tmp: Path, root: Path) -> tuple[list[str], Path]:
     return ["data", "verify", "synth_places", "--root", str(root)], path
 
 
+def _damaged_manifest(tmp: Path, root: Path) -> tuple[list[str], Path]:
+    root = _dataset_copy(tmp, root, "synth_places")
+    path = root / "synth_places" / "MANIFEST.json"
+    path.write_text("[1, 2]")
+    return ["data", "verify", "synth_places", "--root", str(root)], path
+
+
 def _root_under_a_file(tmp: Path, root: Path) -> tuple[list[str], Path]:
     path = tmp / "root"
     path.write_text("not a folder")
@@ -241,6 +248,7 @@ CASES: dict[str, Case] = {
     "evaluate: NaN query box in the dataset's gnd": _damaged_gnd_dataset,
     "data verify: a truncated checksummed image": _truncated_download,
     "data verify: the data root lies under a file": _root_under_a_file,
+    "data verify: a damaged MANIFEST.json": _damaged_manifest,
     "data verify: an edited ground truth (valid pickle)": lambda tmp, root: _edited_gnd(tmp, "verify"),
     "evaluate: an edited ground truth (valid pickle)": lambda tmp, root: _edited_gnd(tmp, "evaluate"),
     "data download: a lock file entry without its sha256": _damaged_lock,
