@@ -80,7 +80,10 @@ def read_pixels(path: Path, protocol: ExtractionProtocol, box: Sequence[float] |
     except UNREADABLE as error:
         raise InputError(f"cannot read image ({error})", path) from None
     if box is not None:
-        image = crop_query(image, box, protocol.crop_rounding)
+        try:
+            image = crop_query(image, box, protocol.crop_rounding)
+        except (ValueError, Image.DecompressionBombError) as error:  # empty once clamped, or absurdly large
+            raise InputError(f"cannot crop to the query box {list(map(float, box))} ({error})", path) from None
     size = target_size(image.size, protocol.max_size)
     if size != image.size:
         image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)

@@ -68,13 +68,14 @@ class ChecksumLock:
         self.path = folder / LOCK_NAME
         self._lock = threading.Lock()
         try:
-            self.entries: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+            entries = json.loads(self.path.read_text()) if self.path.exists() else {}
         except ValueError:
-            self.entries = {"": {}}  # refused just below
-        if not (isinstance(self.entries, dict) and all(
-                isinstance(e, dict) and SHA256_PATTERN.match(str(e.get("sha256"))) for e in self.entries.values())):
+            entries = None
+        if not (isinstance(entries, dict) and all(
+                isinstance(e, dict) and SHA256_PATTERN.match(str(e.get("sha256"))) for e in entries.values())):
             raise InputError("unreadable lock file (each entry needs a sha256); restore it from a backup or delete "
                              "it to record the checksums afresh", self.path)
+        self.entries: dict[str, dict] = entries
 
     def sha256(self, name: str) -> str | None:
         entry = self.entries.get(name)

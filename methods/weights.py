@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,9 +91,9 @@ def load_checkpoint(cls: type[RetrievalMethod], path: Path) -> LoadedWeights:
     stored = {**cls.config_class.absent_means, **payload["config"]}  # an older checkpoint computes as it did
     try:
         model = cls(config_from(cls, stored, path))
+    except InputError:
+        raise
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as error:  # a field of the wrong type
-        if isinstance(error, InputError):
-            raise
         raise InputError(f"damaged checkpoint: its config does not build a {cls.name} model ({type(error).__name__}: "
                          f"{str(error).splitlines()[0][:160] if str(error) else ''}); write it again", path) from None
     model.protocol = dataclasses.replace(model.protocol, mean=tuple(payload["mean"]), std=tuple(payload["std"]))
@@ -115,8 +116,8 @@ def _check_payload(payload: object, path: Path) -> None:
             raise InputError(f"damaged checkpoint: field {field!r} should be a {kind.__name__}, is {found}; "
                              "write it again (train, or convert the published weights)", path)
     numbers = [*payload["mean"], *payload["std"]]
-    if len(numbers) != 6 or not all(isinstance(v, (int, float)) for v in numbers):
-        raise InputError("damaged checkpoint: 'mean' and 'std' must be 3 numbers each", path)
+    if len(numbers) != 6 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+        raise InputError("damaged checkpoint: 'mean' and 'std' must be 3 finite numbers each", path)
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["state_dict"].items()):
         raise InputError("damaged checkpoint: 'state_dict' must map names to tensors", path)
     if not isinstance(payload.get("origin", {}), dict):

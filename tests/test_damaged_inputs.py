@@ -232,6 +232,8 @@ CASES: dict[str, Case] = {
     "extract: float image": lambda tmp, root: (lambda p: (_extract(tmp, p), p))(
         _image(tmp, "f.tiff", Image.fromarray(np.ones((30, 40), np.float32), "F"))),
     "extract: decompression bomb": _bomb,
+    "extract: a query box a million times the image": lambda tmp, root: (lambda p: (
+        _extract(tmp, p) + ["--query-box", "0,0,40000,30000"], p))(_image(tmp, "a.png", Image.new("RGB", (40, 30)))),
     "extract: symlink loop": lambda tmp, root: (lambda p: (os.symlink(p, p), (_extract(tmp, p), p))[1])(
         tmp / "loop.jpg"),
     "extract: truncated image": lambda tmp, root: (lambda p: (_extract(tmp, p), p))(

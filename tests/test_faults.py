@@ -1,8 +1,10 @@
 """Faults of issue 19 that end in the right number or in kept data (the one-line errors of every command are in
 tests/test_damaged_inputs.py): image modes read as the references read them, a decompression bomb skipped
-under --on-bad-image skip, a full disk while unpacking or merging, a failed generation, an archive bomb."""
+under --on-bad-image skip, a full disk while unpacking or merging, a failed generation, an archive bomb, and
+the training state bound to its run."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import io
@@ -13,6 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from benchmarks import archives
@@ -22,10 +25,13 @@ from benchmarks.errors import InputError
 from benchmarks.extract import ExtractOptions, extract_all, extract_one_by_one, read_pixels
 from datasets import load_plugins
 from datasets.acquire import AcquireOptions, acquire_files
-from datasets.base import FileSpec
+from datasets.base import ClassLabels, FileSpec, LoadedDataset
 from methods.base import ExtractionProtocol
+from methods.netvlad import NetVLADMethod
+from methods.train_common import TrainOptions, load_state, run_binding, save_state
 from tests.extract_worker import PROTOCOL, TinyEmbed, write_images
 from tests.test_cache_integrity import chunks_only, key_of
+from tests.test_damaged_inputs import TINY
 
 PLAIN = ExtractionProtocol(max_size=None)
 RNG = np.random.default_rng(0)
@@ -188,3 +194,30 @@ def test_a_failed_generation_leaves_no_partial_folder(tmp_path: Path, monkeypatc
     with pytest.raises(InputError, match="cannot write: No space left on device; the partial folder was removed"):
         spec.prepare(tmp_path, AcquireOptions())
     assert list(tmp_path.iterdir()) == []  # was: .synth_places.generating left behind, and a traceback
+
+
+def test_a_training_state_is_bound_to_what_decides_the_run(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = NetVLADMethod(TINY)
+    images = tuple(tmp_path / f"{i}.jpg" for i in range(4))
+    split = LoadedDataset(images[:3], images[3:], ClassLabels(np.zeros(3, np.int64)))
+    recipe, options = NetVLADMethod.recipe, TrainOptions(steps=10, seed=0)
+    bound = run_binding(model, split, recipe, options, scheduled_steps=False)
+    assert run_binding(model, split, recipe, options, scheduled_steps=False) == bound
+    assert run_binding(model, split, recipe, dataclasses.replace(options, steps=20), scheduled_steps=False) == bound
+    changed = [run_binding(model, split, recipe, dataclasses.replace(options, seed=1), scheduled_steps=False),
+               run_binding(model, split, recipe, dataclasses.replace(options, steps=20), scheduled_steps=True),
+               run_binding(model, split, dataclasses.replace(recipe, lr=0.5), options, scheduled_steps=False),
+               run_binding(model, LoadedDataset(images[:2], images[3:], split.ground_truth), recipe, options,
+                           scheduled_steps=False),
+               run_binding(NetVLADMethod(dataclasses.replace(TINY, num_clusters=5)), split, recipe, options,
+                           scheduled_steps=False)]
+    with torch.no_grad():
+        model.vlad.centroids.add_(1.0)  # other starting weights (another --init)
+    changed.append(run_binding(model, split, recipe, options, scheduled_steps=False))
+    assert len({bound, *changed}) == 7
+    state = tmp_path / "w.pt.state"
+    save_state(state, {"step": 1, "binding": bound})
+    assert load_state(state, 10, bound)["step"] == 1
+    with pytest.raises(InputError, match="training state of another run .* or delete it to start afresh"):
+        load_state(state, 10, changed[0])
