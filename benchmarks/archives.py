@@ -104,8 +104,8 @@ def extract(archive: Path, target: Path, *, flatten: bool = False) -> int:
             names = list(reader(archive, staging))
         except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as error:
             if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:  # the disk: keep the verified bytes
-                raise ArchiveWriteError(write_failure(error, staging, "nothing was extracted and the archive is "
-                                                      "kept").message, staging) from None
+                raise ArchiveWriteError(write_failure(error, target, "nothing was extracted and the archive is "
+                                                      "kept").message, target) from None
             raise InputError(f"corrupt or unreadable archive ({type(error).__name__}: {error}); delete it "
                              "and download again", archive) from None
         moves = {name: PurePosixPath(name.name) if flatten else name for name in names}

@@ -124,9 +124,7 @@ class DescriptorCache:
             raise InputError(f"cannot create the descriptor cache ({error.strerror}); give a writable data root "
                              "or pass --no-cache", self.directory) from None
         record = self.directory / "key.json"
-        if not record.exists():
-            atomic_write_text(record, json.dumps({"key": key, "chunk_rows": chunk_rows}, indent=1, sort_keys=True))
-        recorded = json.loads(record.read_text(encoding="utf-8"))
+        recorded = self._recorded(record, chunk_rows)
         differing = sorted(f for f in set(key) | set(recorded["key"]) if key.get(f) != recorded["key"].get(f))
         if differing:
             raise InputError(f"this descriptor cache was written by another configuration (differing: "
@@ -139,6 +137,23 @@ class DescriptorCache:
     def under(cls, data_root: Path, key: dict[str, Any], chunk_rows: int = DEFAULT_CHUNK_ROWS) -> DescriptorCache:
         """The cache of ``key`` at ``<data_root>/cache/descriptors/<sha256 of key>``."""
         return cls(data_root / "cache" / "descriptors" / key_digest(key), key, chunk_rows)
+
+    def _recorded(self, record: Path, chunk_rows: int) -> dict[str, Any]:
+        """The directory's ``key.json``, written first when missing or damaged (its chunks verify themselves:
+        each carries the key's digest and its rows)."""
+        try:
+            recorded = json.loads(record.read_text(encoding="utf-8"))
+            if isinstance(recorded, dict) and isinstance(recorded.get("key"), dict) \
+                    and isinstance(recorded.get("chunk_rows"), int) and recorded["chunk_rows"] > 0:
+                return recorded
+            log.warning("%s: damaged cache record, written again", record)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            log.warning("%s: unreadable cache record, written again", record)
+        recorded = {"key": self.key, "chunk_rows": chunk_rows}
+        atomic_write_text(record, json.dumps(recorded, indent=1, sort_keys=True))
+        return recorded
 
     def _chunk(self, c: int) -> Path:
         return self.directory / "chunks" / f"{c:06d}.npz"

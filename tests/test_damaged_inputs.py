@@ -18,6 +18,7 @@ from PIL import Image
 
 from benchmarks.cli import cli
 from benchmarks.provenance import REPO_ROOT
+from datasets.formats import load_pickle_safely
 from methods.netvlad import NetVLADConfig, NetVLADMethod
 from methods.train_common import save_state
 from methods.weights import save_checkpoint
@@ -147,7 +148,7 @@ def _evaluate(tmp: Path, root: Path) -> list[str]:
 def _damaged_gnd_dataset(tmp: Path, root: Path) -> tuple[list[str], Path]:
     root = _dataset_copy(tmp, root, "synth_landmarks")
     path = root / "synth_landmarks" / "gnd_synth_landmarks.pkl"
-    data = pickle.loads(path.read_bytes())
+    data = load_pickle_safely(path)
     data["gnd"][3]["bbx"] = [float("nan"), 0, 10, 10]
     path.write_bytes(pickle.dumps(data))
     return _evaluate(tmp, root), path
@@ -177,7 +178,7 @@ def _edited_gnd(tmp: Path, command: str) -> tuple[list[str], Path]:
     """roxford5k's real gnd with one easy positive moved to hard: a valid pickle whose sha256 is not the published."""
     path = tmp / "root" / "roxford5k" / "gnd_roxford5k.pkl"
     path.parent.mkdir(parents=True)
-    data = pickle.loads(GND["roxford5k"].read_bytes())
+    data = load_pickle_safely(GND["roxford5k"])
     entry = data["gnd"][0]
     entry["easy"], entry["hard"] = list(entry["easy"][1:]), [*entry["hard"], entry["easy"][0]]
     path.write_bytes(pickle.dumps(data))
@@ -251,6 +252,8 @@ CASES: dict[str, Case] = {
     "data verify: a truncated checksummed image": _truncated_download,
     "data verify: the data root lies under a file": _root_under_a_file,
     "data verify: a damaged MANIFEST.json": _damaged_manifest,
+    "data verify: the data root is a symlink loop": lambda tmp, root: (lambda p: (
+        os.symlink(p, p), (["data", "verify", "synth_places", "--root", str(p)], p))[1])(tmp / "loop"),
     "data verify: an edited ground truth (valid pickle)": lambda tmp, root: _edited_gnd(tmp, "verify"),
     "evaluate: an edited ground truth (valid pickle)": lambda tmp, root: _edited_gnd(tmp, "evaluate"),
     "data download: a lock file entry without its sha256": _damaged_lock,

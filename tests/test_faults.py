@@ -182,6 +182,19 @@ def test_a_cache_whose_merged_file_vanished_is_extracted_again(tmp_path: Path) -
     np.testing.assert_allclose(out.descriptors, extract_one_by_one(model, images, PROTOCOL), atol=2e-7)
 
 
+@pytest.mark.parametrize("record", ["{garbage", "[1, 2]", '{"key": {}}'])
+def test_a_damaged_cache_record_is_written_again(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                  record: str) -> None:
+    images = write_images(tmp_path / "images", 10)
+    model = TinyEmbed().eval()
+    cache = chunks_only(tmp_path / "c", key_of(images), images, model)
+    (cache.directory / "key.json").write_text(record)  # was: JSONDecodeError, TypeError or KeyError
+    again = DescriptorCache(cache.directory, cache.key, chunk_rows=4)
+    out = again.fill(model, images, PROTOCOL, None, ExtractOptions(batch_size=2, num_workers=0))
+    assert "cache record, written again" in caplog.text and again.written == 0  # the chunks verified themselves
+    np.testing.assert_allclose(out.descriptors, extract_one_by_one(model, images, PROTOCOL), atol=2e-7)
+
+
 def test_a_failed_generation_leaves_no_partial_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = load_plugins().get("synth_places")()
 
