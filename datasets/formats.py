@@ -84,6 +84,9 @@ def _id_lists(entries: list, key: str, n_db: int, path: str | Path) -> list[np.n
         if ids.size and (ids.min() < 0 or ids.max() >= n_db):
             bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
             raise InputError(f"gnd[{q}]['{key}'] has id {bad} outside 0..{n_db - 1} (imlist)", path)
+        unique, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():  # a repeated positive would count twice in AP
+            raise InputError(f"gnd[{q}]['{key}'] lists id {int(unique[counts > 1][0])} more than once", path)
         out.append(ids.astype(np.int64))
     return out
 
@@ -109,7 +112,21 @@ def _boxes(entries: list, path: str | Path) -> np.ndarray | None:
         boxes = np.asarray([np.asarray(e["bbx"], dtype=np.float64).reshape(4) for e in entries])
     except (TypeError, ValueError):
         raise InputError("every 'bbx' must be 4 numbers [x1, y1, x2, y2]", path) from None
-    return boxes.reshape(len(entries), 4)
+    boxes = boxes.reshape(len(entries), 4)
+    for q, (x1, y1, x2, y2) in enumerate(boxes):
+        if not (np.isfinite([x1, y1, x2, y2]).all() and x2 > x1 and y2 > y1):
+            raise InputError(f"gnd[{q}]['bbx'] {[x1, y1, x2, y2]} is not a box [x1, y1, x2, y2] with finite "
+                             "numbers and x2 > x1, y2 > y1", path)
+    return boxes
+
+
+def _disjoint(lists: dict[str, list[np.ndarray]], path: str | Path) -> None:
+    """Refuse an id in two of one query's lists (easy and junk, say): it would be scored twice or both ways."""
+    for q, per_query in enumerate(zip(*lists.values(), strict=True)):
+        ids, counts = np.unique(np.concatenate(per_query), return_counts=True)
+        if (counts > 1).any():
+            both = [key for key, ids_ in zip(lists, per_query, strict=True) if ids[counts > 1][0] in ids_]
+            raise InputError(f"gnd[{q}] lists id {int(ids[counts > 1][0])} in both {' and '.join(both)}", path)
 
 
 def read_revisited_gnd(path: str | Path) -> RevisitedGroundTruth:
@@ -118,11 +135,13 @@ def read_revisited_gnd(path: str | Path) -> RevisitedGroundTruth:
     if entries and "easy" not in entries[0]:
         raise InputError("no 'easy'/'hard' lists: this is original-protocol ground truth; use --protocol oxford",
                          path)
+    lists = {key: _id_lists(entries, key, n_db, path) for key in ("easy", "hard", "junk")}
+    _disjoint(lists, path)
     return RevisitedGroundTruth(
         n_db=n_db,
-        easy=tuple(_id_lists(entries, "easy", n_db, path)),
-        hard=tuple(_id_lists(entries, "hard", n_db, path)),
-        junk=tuple(_id_lists(entries, "junk", n_db, path)),
+        easy=tuple(lists["easy"]),
+        hard=tuple(lists["hard"]),
+        junk=tuple(lists["junk"]),
         query_boxes=_boxes(entries, path),
         db_names=tuple(map(str, data["imlist"])),
         query_names=tuple(map(str, data["qimlist"])),
@@ -257,6 +276,17 @@ def _utm(value: object, field: str, path: str | Path, *, columns: bool) -> np.nd
     return utm
 
 
+def _threshold(value: object, field: str, path: str | Path) -> float:
+    """The positive distance threshold in metres: one finite positive number (NaN would make every Recall 0)."""
+    try:
+        threshold = float(np.asarray(value, dtype=np.float64).reshape(()))
+    except (TypeError, ValueError):
+        raise InputError(f"{field} must be one number (metres), got {str(value)[:40]!r}", path) from None
+    if not (np.isfinite(threshold) and threshold > 0):
+        raise InputError(f"{field} must be a finite positive number of metres, got {threshold}", path)
+    return threshold
+
+
 def read_dbstruct(path: str | Path) -> DbStruct:
     """A NetVLAD dbStruct ``.mat`` (pitts30k_test.mat, tokyo247.mat, tokyoTM_train.mat, ...)."""
     try:
@@ -282,7 +312,7 @@ def read_dbstruct(path: str | Path) -> DbStruct:
         utm_db=_utm(value["utmDb"], "utmDb", path, columns=True),
         query_image_names=names["qImageFns"],
         utm_queries=_utm(value["utmQ"], "utmQ", path, columns=True),
-        pos_dist_thr=float(value["posDistThr"]),
+        pos_dist_thr=_threshold(value["posDistThr"], "posDistThr", path),
     )
     for kind, fns, utm in (("db", out.db_image_names, out.utm_db), ("query", out.query_image_names, out.utm_queries)):
         if len(fns) != utm.shape[0]:
@@ -299,7 +329,7 @@ def read_place_npz(path: str | Path, panorama_size: int | None = None) -> PlaceG
                 raise InputError(f"missing array(s) {', '.join(missing)} (has: {', '.join(npz.files)})", path)
             return PlaceGroundTruth(_utm(npz["utmDb"], "utmDb", path, columns=False),
                                     _utm(npz["utmQ"], "utmQ", path, columns=False),
-                                    float(npz["posDistThr"]), panorama_size)
+                                    _threshold(npz["posDistThr"], "posDistThr", path), panorama_size)
     except InputError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile) as error:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from benchmarks.core.acquire import AcquireOptions
-from benchmarks.core.atomic import atomic_write_text
+from benchmarks.core.atomic import atomic_write_text, write_failure
 from benchmarks.core.download import sha256_of
 from benchmarks.core.errors import InputError
 from datasets import DATASETS
@@ -53,10 +53,14 @@ class GeneratedDataset(DatasetSpec):
         """Write the dataset into the fresh ``folder``; return its counts."""
 
     def manifest(self, data_root: Path) -> dict[str, Any] | None:
+        """The generator's record (None: missing or damaged, so that ``prepare`` generates again)."""
         try:
-            return json.loads((self.folder(data_root) / MANIFEST).read_text())
+            manifest = json.loads((self.folder(data_root) / MANIFEST).read_text())
         except (OSError, ValueError):
             return None
+        files = manifest.get("sha256") if isinstance(manifest, dict) else None
+        sound = isinstance(files, dict) and all(isinstance(v, str) for v in files.values())
+        return manifest if sound else None
 
     def prepare(self, data_root: Path, options: AcquireOptions) -> None:
         wanted = {"generator_version": GENERATOR_VERSION, "seed": self.seed}
@@ -66,15 +70,24 @@ class GeneratedDataset(DatasetSpec):
         folder = self.folder(data_root)
         staging = folder.with_name(f".{folder.name}.generating")
         shutil.rmtree(staging, ignore_errors=True)
-        counts = self.generate(staging)
-        files = {str(p.relative_to(staging)): sha256_of(p) for p in sorted(staging.rglob("*")) if p.is_file()}
-        atomic_write_text(staging / MANIFEST, json.dumps({**wanted, "counts": counts, "sha256": files}, indent=1))
+        try:
+            counts = self.generate(staging)
+            files = {str(p.relative_to(staging)): sha256_of(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+            atomic_write_text(staging / MANIFEST, json.dumps({**wanted, "counts": counts, "sha256": files}, indent=1))
+        except BaseException as error:  # a failed or interrupted generation leaves no partial folder
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(error, OSError):
+                raise write_failure(error, staging, "the partial folder was removed") from None
+            raise
         shutil.rmtree(folder, ignore_errors=True)  # an older generator's output
         staging.rename(folder)
 
     def manifest_problems(self, data_root: Path) -> list[str]:
         manifest = self.manifest(data_root)
         folder = self.folder(data_root)
+        if manifest is None and (folder / MANIFEST).exists():
+            return [f"{folder / MANIFEST}: damaged (not the generator's record): run `python -m benchmarks data "
+                    f"download {self.name}` to generate the dataset again"]
         if manifest is None:
             return [str(not_downloaded(self.name, folder / MANIFEST))]
         problems = []

@@ -170,7 +170,7 @@ def read_released_state(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise InputError("no such weights file", path) from None
     except Exception as error:  # noqa: BLE001 - torch raises many types for a foreign or corrupt file
-        raise InputError(f"not a readable PyTorch file ({type(error).__name__}: {error})", path) from None
+        raise InputError(f"not a readable PyTorch file ({type(error).__name__})", path) from None
     state = payload.get("model_state", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError("expected a DOLG state dict, or a pycls checkpoint holding one under 'model_state'", path)

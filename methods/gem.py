@@ -172,7 +172,7 @@ def read_cirtorch_checkpoint(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise InputError("no such weights file", path) from None
     except Exception as error:  # noqa: BLE001 - torch raises many types for a foreign or corrupt file
-        raise InputError(f"not a readable PyTorch file ({type(error).__name__}: {error})", path) from None
+        raise InputError(f"not a readable PyTorch file ({type(error).__name__})", path) from None
     if not (isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict)
             and isinstance(payload.get("meta"), dict)):
         raise InputError("expected a cnnimageretrieval-pytorch checkpoint {'state_dict', 'meta'}", path)

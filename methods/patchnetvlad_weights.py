@@ -84,7 +84,7 @@ def read_release(path: Path) -> Release:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a foreign or corrupt file
-        raise InputError(f"not a readable Patch-NetVLAD .pth.tar ({type(error).__name__}: {error})", path) from None
+        raise InputError(f"not a readable Patch-NetVLAD .pth.tar ({type(error).__name__})", path) from None
     state = payload.get("state_dict") if isinstance(payload, dict) else None
     if not isinstance(state, Mapping):
         raise InputError("not a Patch-NetVLAD checkpoint: no 'state_dict' mapping", path)

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,19 +81,46 @@ def load_checkpoint(cls: type[RetrievalMethod], path: Path) -> LoadedWeights:
     except FileNotFoundError:
         raise InputError("no such weights file", path) from None
     except Exception as error:  # noqa: BLE001 - torch raises many types for a foreign or corrupt file
-        raise InputError(f"not a readable weights file ({type(error).__name__}: {error}); give a file written "
+        # the type only: torch's message is paragraphs of advice to load with weights_only=False (runs code)
+        raise InputError(f"not a readable weights file ({type(error).__name__}); give a file written "
                          f"by `python -m benchmarks train` or converted from published weights", path) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise InputError(f"not a {FORMAT} checkpoint", path)
+    _check_payload(payload, path)
     if payload["method"] != cls.name:
         raise InputError(f"these weights are for method {payload['method']!r}, not {cls.name!r}", path)
     stored = {**cls.config_class.absent_means, **payload["config"]}  # an older checkpoint computes as it did
-    model = cls(config_from(cls, stored, path))
+    try:
+        model = cls(config_from(cls, stored, path))
+    except InputError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as error:  # a field of the wrong type
+        raise InputError(f"damaged checkpoint: its config does not build a {cls.name} model ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0][:160] if str(error) else ''}); write it again", path) from None
     model.protocol = dataclasses.replace(model.protocol, mean=tuple(payload["mean"]), std=tuple(payload["std"]))
     load_state_strictly(model, payload["state_dict"], path)
     started = payload.get("origin", {}).get("trunk_initialisation")
     return LoadedWeights(model.eval(), payload["weights"], sha256_of(path), Path(path),
                          dict(started) if isinstance(started, dict) else None)
+
+
+_FIELDS = {"method": str, "weights": str, "config": dict, "mean": list, "std": list, "state_dict": dict}
+
+
+def _check_payload(payload: object, path: Path) -> None:
+    """Refuse a checkpoint that is not ours or lacks a field or has one of the wrong type, naming the field."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(f"not a {FORMAT} checkpoint", path)
+    for field, kind in _FIELDS.items():
+        if not isinstance(payload.get(field), kind):
+            found = "missing" if field not in payload else f"a {type(payload[field]).__name__}"
+            raise InputError(f"damaged checkpoint: field {field!r} should be a {kind.__name__}, is {found}; "
+                             "write it again (train, or convert the published weights)", path)
+    numbers = [*payload["mean"], *payload["std"]]
+    if len(numbers) != 6 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+        raise InputError("damaged checkpoint: 'mean' and 'std' must be 3 finite numbers each", path)
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["state_dict"].items()):
+        raise InputError("damaged checkpoint: 'state_dict' must map names to tensors", path)
+    if not isinstance(payload.get("origin", {}), dict):
+        raise InputError("damaged checkpoint: 'origin' must be a dict", path)
 
 
 def load_state_strictly(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Path | str) -> None:
@@ -172,6 +200,9 @@ def _checkpoint_or_released(cls: type[RetrievalMethod], path: Path) -> LoadedWei
 
 def _origin_sha(checkpoint: Path) -> str | None:
     try:
-        return json.loads(Path(f"{checkpoint}.json").read_text())["origin"].get("source_sha256")
-    except (OSError, ValueError, KeyError):
+        sidecar = json.loads(Path(f"{checkpoint}.json").read_text())
+    except (OSError, ValueError):
         return None
+    origin = sidecar.get("origin") if isinstance(sidecar, dict) else None
+    source = origin.get("source_sha256") if isinstance(origin, dict) else None
+    return source if isinstance(source, str) else None  # a damaged sidecar: converted again

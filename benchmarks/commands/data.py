@@ -55,10 +55,11 @@ def data_download(name: str, root: Path | None, mirrors: tuple[str, ...], mirror
 @ROOT
 def data_verify(name: str, root: Path | None) -> None:
     """Re-check counts, ground truth and every image of NAME; lists each problem (exit code 1 if any)."""
+    from benchmarks.core.acquire import changed_files
     from benchmarks.core.data_root import data_root
 
-    spec = dataset_spec(name)
-    problems = spec.check(data_root(root))
+    spec, folder_root = dataset_spec(name), data_root(root)
+    problems = changed_files(spec.folder(folder_root), spec.files) + spec.check(folder_root)
     for problem in problems:
         click.echo(f"problem: {problem}")
     if problems:

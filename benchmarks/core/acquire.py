@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.core.archives import extract
+from benchmarks.core.archives import ArchiveWriteError, extract
 from benchmarks.core.atomic import atomic_write_text
-from benchmarks.core.download import Retry, fetch
+from benchmarks.core.download import Retry, fetch, sha256_of
 from benchmarks.core.errors import InputError
 from benchmarks.core.ids import MD5_PATTERN, SHA256_PATTERN
 
@@ -101,10 +101,14 @@ class ChecksumLock:
         self.path = folder / LOCK_NAME
         self._lock = threading.Lock()
         try:
-            self.entries: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+            entries = json.loads(self.path.read_text()) if self.path.exists() else {}
         except ValueError:
-            raise InputError("unreadable lock file; restore it from a backup or delete it to record the "
-                             "checksums afresh", self.path) from None
+            entries = None
+        if not (isinstance(entries, dict) and all(
+                isinstance(e, dict) and SHA256_PATTERN.match(str(e.get("sha256"))) for e in entries.values())):
+            raise InputError("unreadable lock file (each entry needs a sha256); restore it from a backup or delete "
+                             "it to record the checksums afresh", self.path)
+        self.entries: dict[str, dict] = entries
 
     def sha256(self, name: str) -> str | None:
         entry = self.entries.get(name)
@@ -127,6 +131,25 @@ def is_acquired(folder: Path, spec: FileSpec) -> bool:
     if spec.manual:
         return (folder / spec.name).exists()
     return stamp_path(folder, spec).exists() and (spec.extract_to is not None or (folder / spec.name).exists())
+
+
+def changed_files(folder: Path, files: tuple[FileSpec, ...]) -> list[str]:
+    """One line per kept file (not an unpacked archive) whose bytes differ from the sha256 it was verified
+    against: published, locked, or recorded in its stamp. A truncated or edited ground truth is caught here."""
+    lock, problems = ChecksumLock(folder), []
+    for spec in files:
+        path, stamp = folder / spec.name, stamp_path(folder, spec)
+        if spec.extract_to is not None or not path.is_file():
+            continue
+        try:
+            recorded = json.loads(stamp.read_text()).get("sha256") if stamp.is_file() else None
+        except (ValueError, AttributeError):
+            recorded = None
+        expected = spec.sha256 or lock.sha256(spec.name) or recorded
+        if expected is not None and sha256_of(path) != expected:
+            problems.append(f"{path}: sha256 differs from the {expected[:12]}... it was verified against (truncated "
+                            "or edited); delete it and download it again")
+    return problems
 
 
 def _acquire_one(folder: Path, dataset: str, spec: FileSpec, options: AcquireOptions, lock: ChecksumLock,
@@ -152,6 +175,8 @@ def _acquire_one(folder: Path, dataset: str, spec: FileSpec, options: AcquireOpt
     if spec.extract_to is not None:
         try:
             files = extract(dest, folder / spec.extract_to, flatten=spec.flatten)
+        except ArchiveWriteError:
+            raise  # a full or read-only disk: the verified archive stays for the rerun
         except InputError:
             dest.unlink(missing_ok=True)  # a broken archive must not be taken as verified next time
             raise

@@ -18,10 +18,19 @@ def default_root() -> Path:
 
 def data_root(override: Path | None = None) -> Path:
     """The data root: ``override`` (``--root``), else ``$BENCH_DATA``, else :func:`default_root`."""
-    root = Path(override or os.environ.get(ENV_VAR) or default_root()).expanduser().resolve()
+    given = Path(override or os.environ.get(ENV_VAR) or default_root()).expanduser()
+    try:
+        root = given.resolve()
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop
+        raise InputError(f"the data root cannot be resolved ({error}); set {ENV_VAR} (or --root) to a folder",
+                         given) from None
     if root == REPO_ROOT or REPO_ROOT in root.parents:
         raise InputError(f"data must not live inside the repository; set {ENV_VAR} (or --root) to a folder "
                          "outside it, e.g. ~/.cache/image-retrieval-benchmarks", root)
+    blocking = next((p for p in (root, *root.parents) if p.exists()), root)
+    if not blocking.is_dir():  # else every dataset would read as 'not downloaded'
+        raise InputError(f"the data root {root} is not a folder (this is a file); set {ENV_VAR} (or --root) to a "
+                         "folder", blocking)
     return root
 
 

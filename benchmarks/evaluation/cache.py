@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 
-from benchmarks.core.atomic import atomic_write_bytes, atomic_write_text
+from benchmarks.core.atomic import atomic_write_bytes, atomic_write_text, write_failure
 from benchmarks.core.data_root import name_under
 from benchmarks.core.errors import InputError
 from benchmarks.core.file_digests import file_digests
@@ -124,9 +124,7 @@ class DescriptorCache:
             raise InputError(f"cannot create the descriptor cache ({error.strerror}); give a writable data root "
                              "or pass --no-cache", self.directory) from None
         record = self.directory / "key.json"
-        if not record.exists():
-            atomic_write_text(record, json.dumps({"key": key, "chunk_rows": chunk_rows}, indent=1, sort_keys=True))
-        recorded = json.loads(record.read_text(encoding="utf-8"))
+        recorded = self._recorded(record, chunk_rows)
         differing = sorted(f for f in set(key) | set(recorded["key"]) if key.get(f) != recorded["key"].get(f))
         if differing:
             raise InputError(f"this descriptor cache was written by another configuration (differing: "
@@ -139,6 +137,23 @@ class DescriptorCache:
     def under(cls, data_root: Path, key: dict[str, Any], chunk_rows: int = DEFAULT_CHUNK_ROWS) -> DescriptorCache:
         """The cache of ``key`` at ``<data_root>/cache/descriptors/<sha256 of key>``."""
         return cls(data_root / "cache" / "descriptors" / key_digest(key), key, chunk_rows)
+
+    def _recorded(self, record: Path, chunk_rows: int) -> dict[str, Any]:
+        """The directory's ``key.json``, written first when missing or damaged (its chunks verify themselves:
+        each carries the key's digest and its rows)."""
+        try:
+            recorded = json.loads(record.read_text(encoding="utf-8"))
+            if isinstance(recorded, dict) and isinstance(recorded.get("key"), dict) \
+                    and isinstance(recorded.get("chunk_rows"), int) and recorded["chunk_rows"] > 0:
+                return recorded
+            log.warning("%s: damaged cache record, written again", record)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            log.warning("%s: unreadable cache record, written again", record)
+        recorded = {"key": self.key, "chunk_rows": chunk_rows}
+        atomic_write_text(record, json.dumps(recorded, indent=1, sort_keys=True))
+        return recorded
 
     def _chunk(self, c: int) -> Path:
         return self.directory / "chunks" / f"{c:06d}.npz"
@@ -312,7 +327,7 @@ class DescriptorCache:
                 raise InputError(f"none of the {self.n} images could be read", self.directory)
             target = self.directory / "descriptors.npy"
             partial = self.directory / ".descriptors.npy.tmp"
-            merged = np.lib.format.open_memmap(partial, mode="w+", dtype=self.dtype, shape=(self.n, dim))
+            merged = self._allocate(partial, dim)
             skipped: list[int] = []
             for c in range(self.n_chunks):
                 descriptors, chunk_skipped = self._load_chunk(c)
@@ -331,6 +346,18 @@ class DescriptorCache:
                 self._chunk(c).unlink()
         finally:
             os.close(fd)
+
+    def _allocate(self, partial: Path, dim: int) -> np.memmap:
+        """An (n, dim) ``.npy`` memory map whose disk blocks are reserved first: a full disk is one error here,
+        not a SIGBUS at some later write into the map."""
+        try:
+            merged = np.lib.format.open_memmap(partial, mode="w+", dtype=self.dtype, shape=(self.n, dim))
+            with open(partial, "rb+") as f:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise write_failure(error, partial, "the extracted chunks are kept: rerun to merge them") from None
+        return merged
 
     def read(self, paths: Sequence[Path], on_bad_image: str = "fail") -> Extracted:
         """The merged descriptors, memory-mapped, and the skipped images (refused under ``fail``); a cache that

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.core.acquire import AcquireOptions
+from benchmarks.core.acquire import AcquireOptions, changed_files
 from benchmarks.core.data_root import name_under
+from benchmarks.core.errors import InputError
 from benchmarks.core.provenance import environment, git_state
 from benchmarks.evaluation.cache import DescriptorCache, cache_key, extract_cached
 from benchmarks.evaluation.compression import Compression, prepare_search
@@ -69,7 +70,10 @@ class Descriptors:
 def extract_descriptors(method: type[RetrievalMethod], weights: str, dataset: Any, options: EvaluateOptions,
                         loaded: LoadedDataset | None = None) -> Descriptors:
     """Load the split (unless given as ``loaded``) and the weights, then extract database and query descriptors
-    per the method's protocol."""
+    per the method's protocol. A kept file (ground truth) whose bytes changed since verified is refused."""
+    changed = changed_files(dataset.folder(options.data_root), dataset.files)
+    if changed:  # a truncated or edited ground truth would score a wrong number that looks right
+        raise InputError(changed[0])
     loaded = dataset.load(options.data_root, options.split) if loaded is None else loaded
     resolved = resolve_weights(method, weights, options.data_root, options.acquire)
     model = resolved.model.to(options.device)

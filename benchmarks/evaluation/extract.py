@@ -52,17 +52,38 @@ def target_size(size: tuple[int, int], max_size: int | None) -> tuple[int, int]:
     return max(1, round(size[0] * max_size / longest)), max(1, round(size[1] * max_size / longest))
 
 
+# Pillow raises these on truncated, corrupt, unreadable or forged (decompression bomb) files
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def as_rgb(image: Image.Image, path: Path) -> Image.Image:
+    """``image`` as 8-bit RGB. 16-bit greyscale keeps its top 8 bits (as OpenCV's ``imread`` reads it; Pillow's
+    ``convert`` would clip it to white); alpha is dropped and palettes, CMYK and L are converted by Pillow, as
+    the references read them; 32-bit integer and float pixels have no agreed 8-bit reading and are refused."""
+    if image.mode.startswith("I;16"):
+        wide = np.asarray(image, dtype=np.uint16)
+        return Image.fromarray((wide >> 8).astype(np.uint8), "L").convert("RGB")
+    if image.mode in ("I", "F"):
+        raise InputError(f"{image.mode!r} pixels (32-bit {'integer' if image.mode == 'I' else 'float'}) have no "
+                         "8-bit reading; convert the image to 8-bit RGB", path)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def read_pixels(path: Path, protocol: ExtractionProtocol, box: Sequence[float] | None = None) -> np.ndarray:
     """(H, W, 3) uint8 pixels of one image, cropped and downscaled per ``protocol`` (not normalised)."""
     try:
         with Image.open(path) as opened:
             opened.load()
-            image = ImageOps.exif_transpose(opened) if protocol.exif_orientation else opened
-            image = image if image.mode == "RGB" else image.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt files raise all three
+            image = as_rgb(ImageOps.exif_transpose(opened) if protocol.exif_orientation else opened, path)
+    except InputError:
+        raise
+    except UNREADABLE as error:
         raise InputError(f"cannot read image ({error})", path) from None
     if box is not None:
-        image = crop_query(image, box, protocol.crop_rounding)
+        try:
+            image = crop_query(image, box, protocol.crop_rounding)
+        except (ValueError, Image.DecompressionBombError) as error:  # empty once clamped, or absurdly large
+            raise InputError(f"cannot crop to the query box {list(map(float, box))} ({error})", path) from None
     size = target_size(image.size, protocol.max_size)
     if size != image.size:
         image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
@@ -115,7 +136,7 @@ def _output_size(path: Path, protocol: ExtractionProtocol, box: Sequence[float] 
             width, height = opened.size
             if protocol.exif_orientation and opened.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING:
                 width, height = height, width
-    except (OSError, ValueError, SyntaxError):
+    except UNREADABLE:
         return -1, -1
     if box is not None:
         x1, y1, x2, y2 = query_box(box, protocol.crop_rounding, (width, height))

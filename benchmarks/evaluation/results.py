@@ -249,6 +249,7 @@ def _validate_per_query(metrics: dict[str, Any], per_query: dict[str, list[Any]]
             _require(v is None or (number and not isinstance(v, bool) and (not rank or v >= 1)),
                      f"per_query.{name}[{i}] = {v!r} is not {'a rank >= 1' if rank else 'a fraction in [0, 1]'} "
                      "or null", path)
+    _require_complete(set(metrics), set(per_query), path)
     for key, value in metrics.items():
         head, _, setting = key.partition("_")
         if head == "map" and f"ap{_ + setting}" in per_query:
@@ -261,6 +262,24 @@ def _validate_per_query(metrics: dict[str, Any], per_query: dict[str, list[Any]]
             continue
         _require(abs(derived - value) <= AGREEMENT, f"metric {key} = {value!r} disagrees with its per-query values "
                  f"({derived!r}); the file was edited or damaged: re-run the evaluation", path)
+
+
+def _require_complete(metrics: set[str], per_query: set[str], path: Path) -> None:
+    """A metric key missing or extra: each per-query AP list has its mAP and the reverse, first hits have a
+    Recall@N and the reverse, and every setting has the same mP@k cut-offs."""
+    if not per_query:
+        return
+    for key in sorted(metrics | {f"m{name}" for name in per_query if name.startswith("ap")}):
+        _require(not key.startswith("map") or (key in metrics and key[1:] in per_query),
+                 f"metric {key} or its per-query values ap{key[3:]} missing; re-run the evaluation", path)
+    recalls = {key for key in metrics if key.startswith("recall@")}
+    _require(bool(recalls) == ("first_hit" in per_query), "Recall@N metrics and per_query.first_hit must come "
+             "together; re-run the evaluation", path)
+    cutoffs = {setting: sorted(key.partition("_")[0] for key in metrics
+                               if key.startswith("mp@") and key.partition("_")[2] == setting)
+               for setting in (key.partition("_")[2] for key in metrics if key.startswith("map"))}
+    _require(len({tuple(c) for c in cutoffs.values()}) <= 1,
+             f"mP@k cut-offs differ between settings ({cutoffs}); re-run the evaluation", path)
 
 
 def _validate_provenance(prov: Any, path: Path) -> None:

@@ -148,17 +148,19 @@ def gallery_figure(db_paths: Sequence[Path], query_paths: Sequence[Path], ground
                    db: np.ndarray, queries: np.ndarray, chosen: Sequence[int], cropped: bool, title: str,
                    top: int = 10, setting: str = "medium") -> Figure:
     """One row per chosen query: the query (as the method saw it) and its ``top`` database images, framed."""
+    from benchmarks.evaluation.extract import as_rgb  # torch: only galleries need it
+
     boxes = getattr(ground_truth, "query_boxes", None)
     ranked = top_k_by_inner_product(queries[list(chosen)], db, top)
     figure = Figure(figsize=(1.3 * (top + 1), 1.35 * len(chosen) + 0.5))
     grid = figure.subplots(len(chosen), top + 1, squeeze=False)
     for row, (query, ids) in enumerate(zip(chosen, ranked, strict=True)):
-        image = Image.open(query_paths[query]).convert("RGB")
+        image = as_rgb(Image.open(query_paths[query]), query_paths[query])
         if cropped and boxes is not None:
             image = crop_query(image, boxes[query])
         _panel(grid[row, 0], image, f"query {query}", "#2b83ba")
         for rank, (db_id, kind) in enumerate(zip(ids, frame_kinds(ground_truth, query, ids, setting), strict=True)):
-            _panel(grid[row, rank + 1], Image.open(db_paths[db_id]).convert("RGB"), f"#{rank + 1}",
+            _panel(grid[row, rank + 1], as_rgb(Image.open(db_paths[db_id]), db_paths[db_id]), f"#{rank + 1}",
                    FRAME_COLOURS[kind])
     handles = [Rectangle((0, 0), 1, 1, facecolor="none", edgecolor=c, linewidth=3) for c in FRAME_COLOURS.values()]
     figure.legend(handles, list(FRAME_COLOURS), loc="upper right", ncol=3, fontsize=7, frameon=False)

@@ -29,6 +29,7 @@ from benchmarks.training.common import (
     init_distributed,
     load_state,
     round_queries,
+    run_binding,
     save_state,
 )
 from datasets.base import ClassLabels, LoadedDataset
@@ -102,7 +103,8 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
     optimiser = (torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                  weight_decay=recipe.weight_decay) if recipe.optimizer == "sgd"
                  else torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay))
-    state = load_state(options.state, options.steps)
+    binding = run_binding(model, split, recipe, options, scheduled_steps=True)
+    state = load_state(options.state, options.steps, binding, ("model", "head", "optimiser", "step", "losses"))
     step, losses = 0, []
     if state:
         model.load_state_dict(state["model"])
@@ -143,7 +145,8 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
                      float(np.mean(losses[-10:])))
         if options.state is not None and rank == 0 and (step % recipe.state_every == 0 or step == options.steps):
             save_state(options.state, {"model": model.state_dict(), "head": head.state_dict(),
-                                       "optimiser": optimiser.state_dict(), "step": step, "losses": losses})
+                                       "optimiser": optimiser.state_dict(), "step": step, "losses": losses,
+                                       "binding": binding})
     model.eval()
     return {"steps": step, "seed": options.seed, "processes": world, "classes": len(classes),
             "images": len(targets), "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]),

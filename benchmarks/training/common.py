@@ -2,7 +2,10 @@
 shuffled order of a round's items, and the resumable state file."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -56,9 +59,30 @@ def round_queries(trainable: np.ndarray, per_round: int, round_index: int, seed:
     return order[offset:offset + min(per_round, n)]
 
 
-def load_state(path: Path | None, steps: int | None = None) -> dict[str, Any] | None:
-    """The resumable state at ``path`` (None: none yet); a damaged file is an error saying to delete it. A state
-    found is logged (rank 0): the run resumes from its step, of ``steps``, and deleting the file starts afresh."""
+def run_binding(model: nn.Module, split: LoadedDataset, recipe: Any, options: TrainOptions,
+                scheduled_steps: bool) -> str:
+    """sha256 of what decides a run's weights: the method and its config, the recipe, the seed, the training
+    (and validation) images, the weights the run starts from, and the number of steps where the learning-rate
+    schedule depends on it (``scheduled_steps``; else a run may be extended). A state file is bound to it."""
+    validation = options.validation
+    digest = hashlib.sha256(json.dumps({
+        "method": type(model).__name__, "config": repr(getattr(model, "config", None)),
+        "recipe": dataclasses.asdict(recipe), "seed": options.seed,
+        "steps": options.steps if scheduled_steps else None,
+        "images": [str(p) for p in split.db_paths + split.query_paths],
+        "validation": None if validation is None else [str(p) for p in validation.db_paths + validation.query_paths],
+    }, sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_state(path: Path | None, steps: int | None = None, binding: str | None = None,
+               fields: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The resumable state at ``path`` (None: none yet); a damaged file, one lacking ``fields`` or one written
+    by a run with another :func:`run_binding` is an error saying to delete it. A state found is logged (rank
+    0): the run resumes from its step, of ``steps``, and deleting the file starts afresh."""
     if path is None or not path.exists():
         return None
     try:
@@ -66,9 +90,15 @@ def load_state(path: Path | None, steps: int | None = None) -> dict[str, Any] | 
     except Exception as error:  # noqa: BLE001 - torch raises many types for a corrupt file
         raise InputError(f"unreadable training state ({type(error).__name__}); delete it to start afresh", path) \
             from None
+    missing = [f for f in fields if f not in state] if isinstance(state, dict) else list(fields or ["a dict"])
+    if missing:
+        raise InputError(f"damaged training state (no {', '.join(missing)}); delete it to start afresh", path)
+    if binding is not None and state.get("binding") != binding:
+        raise InputError("training state of another run (another seed, config, recipe, steps, data or starting "
+                         "weights); rerun with that run's arguments, or delete it to start afresh", path)
     if not dist.is_initialized() or dist.get_rank() == 0:
         log.info("resuming from step %s of %s saved in %s (an interrupted run); delete that file to start afresh",
-                 state.get("step", "?") if isinstance(state, dict) else "?", "?" if steps is None else steps, path)
+                 state.get("step", "?"), "?" if steps is None else steps, path)
     return state
 
 

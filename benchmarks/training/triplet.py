@@ -34,6 +34,7 @@ from benchmarks.training.common import (
     init_distributed,
     load_state,
     round_queries,
+    run_binding,
     save_state,
 )
 from datasets.base import ClassLabels, LoadedDataset, PlaceGroundTruth
@@ -81,7 +82,9 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
     miner = _miner(split, recipe, options.seed)  # refuses a split that cannot give a tuple before any work
     device = torch.device(options.device)
     model.to(device)
-    state = load_state(options.state, options.steps)
+    binding = run_binding(model, split, recipe, options, scheduled_steps=False)
+    state = load_state(options.state, options.steps, binding,
+                       ("model", "optimiser", "step", "round", "report", "miner_memory"))
     report: dict[str, Any] = state["report"] if state else {"round_losses": []}
     if state:
         model.load_state_dict(state["model"])
@@ -128,6 +131,7 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
         if options.state is not None and rank == 0:
             save_state(options.state, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                                        "step": step, "round": round_index, "report": report, "best": best,
+                                       "binding": binding,
                                        "miner_memory": {} if miner is None else
                                        {str(q): torch.from_numpy(n) for q, n in miner.memory.items()}})
     if best is not None:
