@@ -112,8 +112,9 @@ def test_gallery_refuses_an_out_of_range_query_before_any_extraction(embedded_ro
 def test_summary_refuses_a_dataset_without_results_naming_those_with_results(tmp_path):
     outcome = CliRunner().invoke(cli, ["plot", "summary", "--dataset", "synth_place", "--out", str(tmp_path)])
     assert outcome.exit_code == 2
-    assert outcome.stderr == (f"error: {RESULTS_DIR}: --dataset synth_place: no results for it here; datasets with "
-                              "results: photo_landmarks, synth_landmarks, synth_places\n")
+    assert outcome.stderr == (f"error: {RESULTS_DIR}: --dataset synth_place: no results for it here; did you mean "
+                              "synth_places, synth_landmarks? (datasets with results: photo_landmarks, "
+                              "synth_landmarks, synth_places)\n")
     assert list(tmp_path.iterdir()) == []
 
 
