@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.atomic import atomic_write_text
+from benchmarks.latex import PACKAGES_NOTE, column_chunks, escape_tex, fit_to_width, width_pt
 from benchmarks.provenance import REPO_ROOT
 from benchmarks.reported import ReportedEntry, ReportedTable, Reproduction
 from benchmarks.results import RunResult, load_result
@@ -35,8 +36,11 @@ COLUMNS = ("method", "table", "row", "setting", "variant", "weights", "dataset",
 COLUMN_KEYS: dict[str, dict[Any, str]] = {"query_crop": {True: "crop", False: "full"},
                                           "holidays_rotated": {True: "rot", False: "orig"}}
 CONFIDENCE_MARKS = {"read_in_paper": "", "quoted_by_third_party": "q", "unverified": "u"}
-MARK_LEGEND = ("q: quoted by a third party (read from a copy of the paper's table, not the paper itself); "
-               "u: unverified; 1, 2, ...: our run deviates from the paper's protocol (notes below).")
+MARK_TEXT = {"q": "quoted by a third party (read from a copy of the paper's table, not the paper itself)",
+             "u": "unverified"}
+MARK_LEGEND = "".join(f"{mark}: {text}; " for mark, text in MARK_TEXT.items()) + \
+    "1, 2, ...: our run deviates from the paper's protocol (notes below)."
+CELLS = "reported / reproduced (difference), in points"
 _DIFFICULTY = {"easy": "E", "medium": "M", "hard": "H"}
 
 
@@ -311,24 +315,26 @@ def grid_markdown(grid: Grid) -> str:
     return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in _footnotes(grid))
 
 
-def grid_latex(grid: Grid, label: str) -> str:
-    caption = escape_tex(grid.title)
+def grid_latex(grid: Grid, label: str, caption: str) -> str:
+    """A table float that fits the text width (:mod:`benchmarks.latex`), its notes and the marks it uses below."""
     if not grid.rows:
-        return f"% {caption}: no reported or reproduced numbers yet.\n"
+        return f"% {escape_tex(caption)}: no reported or reproduced numbers yet.\n"
     table = _frame_of(grid, lambda m: f"\\textsuperscript{{{m}}}", escape_tex, "$-$")
-    tabular = table.to_latex(index=False, escape=False, multicolumn_format="c",
-                             column_format="l" * len(grid.row_names) + "r" * len(grid.columns))
-    notes = "".join(f"\\par {escape_tex(note)}\n" for note in _footnotes(grid))
-    return (f"\\begin{{table}}[ht]\n\\centering\n\\caption{{{caption}}}\n\\label{{{label}}}\n\\scriptsize\n{tabular}"
+    labels = len(grid.row_names)
+    widths = [width_pt([*column, *table[column]]) for column in table.columns]
+    parts = []
+    for chunk in column_chunks(sum(widths[:labels]), widths[labels:]):
+        part = table.iloc[:, [*range(labels), *(labels + i for i in chunk)]]
+        part = part[(part.iloc[:, labels:] != "").any(axis=1)]  # rows with no number in these columns left out
+        parts.append(fit_to_width(part.to_latex(index=False, escape=False, multicolumn_format="c",
+                                                column_format="l" * labels + "r" * len(chunk))))
+    used = {CONFIDENCE_MARKS[c.confidence] for cells in grid.rows.values() for c in cells.values()
+            if c.reported is not None}
+    marks = [f"{mark}: {text}." for mark, text in MARK_TEXT.items() if mark in used]
+    notes = "".join(f"\\par {escape_tex(note)}\n" for note in [*_footnotes(grid), *marks])
+    return (f"\\begin{{table}}[ht]\n\\centering\n\\caption{{{escape_tex(caption)}}}\n\\label{{{label}}}\n"
+            "\\scriptsize\n" + "\\par\\medskip\n".join(parts)
             + (f"{{\\footnotesize\n{notes}}}\n" if notes else "") + "\\end{table}\n")
-
-
-_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def escape_tex(text: str) -> str:
-    return "".join(_TEX_SPECIAL.get(char, char) for char in text)
 
 
 def _escape_md(text: str) -> str:
@@ -339,17 +345,17 @@ def _escape_md(text: str) -> str:
 
 def paper_files(frame: pd.DataFrame, paper: ReportedTable) -> dict[str, str]:
     """``<method>.md`` and ``<method>.tex``: every table of the paper, with the legend and the sources."""
-    first = paper.paper.authors[0].split()[-1]
-    cite = (f"{first}{' et al.' if len(paper.paper.authors) > 1 else ''}, \"{paper.paper.title}\", "
-            f"{paper.paper.venue}, arXiv {paper.paper.arxiv}")
-    intro = (f"Cells: reported / reproduced (difference), in points; reported values as printed. {MARK_LEGEND}")
+    authors = paper.paper.authors[0].split()[-1] + (" et al." if len(paper.paper.authors) > 1 else "")
+    cite = f"{authors}, \"{paper.paper.title}\", {paper.paper.venue}, arXiv {paper.paper.arxiv}"
+    intro = f"Cells: {CELLS}; reported values as printed. {MARK_LEGEND}"
     md = [GENERATED_MD, f"# {paper.method}: {cite}", "", intro, ""]
-    tex = [GENERATED_TEX, f"% {paper.method}: {escape_tex(cite)}", f"% {escape_tex(intro)}"]
+    tex = [GENERATED_TEX, PACKAGES_NOTE, f"% {paper.method}: {escape_tex(cite)}", f"% {escape_tex(intro)}"]
     for grid in paper_grids(frame, paper):
         label = f"tab:{paper.method}:{re.sub('[^a-z0-9]+', '-', grid.title.lower()).strip('-')}"
+        caption = f"{paper.method}: {authors} ({paper.paper.venue}, arXiv {paper.paper.arxiv}), {grid.title}: {CELLS}"
         grid.title = f"{paper.method}, {grid.title} (arXiv {paper.paper.arxiv})"
         md += [f"## {grid.title}", "", grid_markdown(grid)]
-        tex.append(grid_latex(grid, label))
+        tex.append(grid_latex(grid, label, caption))
     if paper.not_read:
         md += ["## Not read", "", *(f"- {line}" for line in paper.not_read), ""]
     return {f"{paper.method}.md": "\n".join(md).rstrip("\n") + "\n", f"{paper.method}.tex": "\n".join(tex)}
@@ -358,9 +364,10 @@ def paper_files(frame: pd.DataFrame, paper: ReportedTable) -> dict[str, str]:
 def benchmark_files(frame: pd.DataFrame, benchmark: Benchmark) -> dict[str, str]:
     """``benchmark_<name>.md`` and ``.tex``: the combined table across methods."""
     grid = benchmark_grid(frame, benchmark)
-    intro = f"Cells: reported / reproduced (difference), in points. {MARK_LEGEND}"
+    intro = f"Cells: {CELLS}. {MARK_LEGEND}"
     md = "\n".join([GENERATED_MD, f"# {benchmark.title}", "", intro, "", grid_markdown(grid)])
-    tex = "\n".join([GENERATED_TEX, f"% {escape_tex(intro)}", grid_latex(grid, f"tab:benchmark:{benchmark.name}")])
+    tex = "\n".join([GENERATED_TEX, PACKAGES_NOTE, f"% {escape_tex(intro)}",
+                     grid_latex(grid, f"tab:benchmark:{benchmark.name}", f"{benchmark.title}: {CELLS}")])
     return {f"benchmark_{benchmark.name}.md": md, f"benchmark_{benchmark.name}.tex": tex}
 
 
