@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import pandas as pd
+
 PACKAGES_NOTE = ("% needs in the preamble: \\usepackage{booktabs} (rules) and \\usepackage{graphicx} "
                  "(\\resizebox, which fits each table to \\linewidth)")
 TEXT_WIDTH_PT = 345.0  # \textwidth of a default article page (10 pt, letter or a4)
@@ -45,3 +47,19 @@ def column_chunks(labels_pt: float, widths_pt: Sequence[float], budget_pt: float
 def fit_to_width(tabular: str) -> str:
     """``tabular`` scaled down to ``\\linewidth`` when wider (graphicx), at its natural size otherwise."""
     return f"\\resizebox{{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}}{{!}}{{%\n{tabular.rstrip()}}}\n"
+
+
+def table_float(table: pd.DataFrame, labels: int, caption: str, label: str, notes: Sequence[str]) -> str:
+    """A ``table`` environment of ``table`` (escaped TeX cells; its first ``labels`` columns name the rows) in
+    column chunks that fit the page, each without the rows that have no number in it, then ``notes``."""
+    widths = [width_pt([*column, *table[column]]) for column in table.columns]
+    parts = []
+    for chunk in column_chunks(sum(widths[:labels]), widths[labels:]):
+        part = table.iloc[:, [*range(labels), *(labels + i for i in chunk)]]
+        part = part[(part.iloc[:, labels:] != "").any(axis=1)]
+        parts.append(fit_to_width(part.to_latex(index=False, escape=False, multicolumn_format="c",
+                                                column_format="l" * labels + "r" * len(chunk))))
+    text = "".join(f"\\par {escape_tex(note)}\n" for note in notes)
+    return (f"\\begin{{table}}[ht]\n\\centering\n\\caption{{{escape_tex(caption)}}}\n\\label{{{label}}}\n"
+            "\\scriptsize\n" + "\\par\\medskip\n".join(parts)
+            + (f"{{\\footnotesize\n{text}}}\n" if text else "") + "\\end{table}\n")

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.atomic import atomic_write_text
-from benchmarks.latex import PACKAGES_NOTE, column_chunks, escape_tex, fit_to_width, width_pt
+from benchmarks.latex import PACKAGES_NOTE, escape_tex, table_float
 from benchmarks.provenance import REPO_ROOT
 from benchmarks.reported import ReportedEntry, ReportedTable, Reproduction
 from benchmarks.results import RunResult, load_result
@@ -316,25 +316,14 @@ def grid_markdown(grid: Grid) -> str:
 
 
 def grid_latex(grid: Grid, label: str, caption: str) -> str:
-    """A table float that fits the text width (:mod:`benchmarks.latex`), its notes and the marks it uses below."""
+    """The grid as a table float that fits the text width, its notes and the marks it uses below."""
     if not grid.rows:
         return f"% {escape_tex(caption)}: no reported or reproduced numbers yet.\n"
-    table = _frame_of(grid, lambda m: f"\\textsuperscript{{{m}}}", escape_tex, "$-$")
-    labels = len(grid.row_names)
-    widths = [width_pt([*column, *table[column]]) for column in table.columns]
-    parts = []
-    for chunk in column_chunks(sum(widths[:labels]), widths[labels:]):
-        part = table.iloc[:, [*range(labels), *(labels + i for i in chunk)]]
-        part = part[(part.iloc[:, labels:] != "").any(axis=1)]  # rows with no number in these columns left out
-        parts.append(fit_to_width(part.to_latex(index=False, escape=False, multicolumn_format="c",
-                                                column_format="l" * labels + "r" * len(chunk))))
     used = {CONFIDENCE_MARKS[c.confidence] for cells in grid.rows.values() for c in cells.values()
             if c.reported is not None}
     marks = [f"{mark}: {text}." for mark, text in MARK_TEXT.items() if mark in used]
-    notes = "".join(f"\\par {escape_tex(note)}\n" for note in [*_footnotes(grid), *marks])
-    return (f"\\begin{{table}}[ht]\n\\centering\n\\caption{{{escape_tex(caption)}}}\n\\label{{{label}}}\n"
-            "\\scriptsize\n" + "\\par\\medskip\n".join(parts)
-            + (f"{{\\footnotesize\n{notes}}}\n" if notes else "") + "\\end{table}\n")
+    return table_float(_frame_of(grid, lambda m: f"\\textsuperscript{{{m}}}", escape_tex, "$-$"),
+                       len(grid.row_names), caption, label, [*_footnotes(grid), *marks])
 
 
 def _escape_md(text: str) -> str:
