@@ -65,9 +65,13 @@ demo: $(STAMP)
 	@echo "== scoring speed: 70 queries x 1,001,001 ranked database images"
 	$(PY) -m benchmarks speed metrics --repeat 1
 	@$(MAKE) --no-print-directory demo-tables
+	@echo "== done. Results (one JSON per run, with provenance): $(DEMO_RESULTS)/<dataset>/<method>/; checkpoints:"
+	@echo "   $(DEMO)/weights/; the comparison table (.md, .tex) and plots (recall_*.png, map_*.png, gallery_*.png):"
+	@echo "   $(DEMO)/tables/"
 
-# Each method's three runs: the ImageNet trunk untrained, a random trunk untrained, the ImageNet trunk trained on
-# its split. $(1) method, $(2) training dataset, $(3) steps, $(4) its demo flags.
+# Each method's three runs, then their evaluation (so the first numbers come after the first method, not the
+# last): the ImageNet trunk untrained, a random trunk untrained, the ImageNet trunk trained on its split.
+# $(1) method, $(2) training dataset, $(3) steps, $(4) its demo flags.
 define DEMO_TRAINING
 @echo "== $(1): untrained, random trunk, then trained $(3) steps on $(2) train"
 $(PY) -m benchmarks train $(1) --dataset $(2) --steps 0 $(REAL_TRUNK) $(4) \
@@ -76,9 +80,10 @@ $(PY) -m benchmarks train $(1) --dataset $(2) --steps 0 $(RANDOM_TRUNK) $(4) \
   --name effl0_random.untrained --out $(DEMO)/weights/$(1)-random.pt
 $(PY) -m benchmarks train $(1) --dataset $(2) --steps $(3) $(REAL_TRUNK) $(4) \
   --name effl0.$(2) --out $(DEMO)/weights/$(1)-$(2).pt
+@echo "== $(1): the three runs evaluated on the three embedded benchmarks"
+@for t in untrained random $(2); do $(PY) -m benchmarks evaluate --method $(1) --weights $(DEMO)/weights/$(1)-$$t.pt \
+  $(foreach d,$(EMBEDDED),--dataset $(d)) --results $(DEMO_RESULTS) $(EVALUATE_FLAGS) || exit 1; done
 endef
-# method:training dataset, as the runs' weights files are named
-DEMO_RUNS := netvlad:synth_places mscfp:synth_landmarks remap:synth_landmarks dolg:synth_landmarks
 
 methods-demo: $(STAMP)
 	@mkdir -p $(DEMO)/weights
@@ -87,11 +92,6 @@ methods-demo: $(STAMP)
 	$(call DEMO_TRAINING,mscfp,synth_landmarks,$(MSCFP_STEPS),$(MSCFP_DEMO))
 	$(call DEMO_TRAINING,remap,synth_landmarks,$(REMAP_STEPS),$(REMAP_DEMO))
 	$(call DEMO_TRAINING,dolg,synth_landmarks,$(DOLG_STEPS),$(DOLG_DEMO))
-	@echo "== evaluation on the three embedded benchmarks"
-	@for run in $(DEMO_RUNS); do m=$${run%%:*}; for t in untrained random $${run#*:}; do \
-	  $(PY) -m benchmarks evaluate --method $$m --weights $(DEMO)/weights/$$m-$$t.pt \
-	    $(foreach d,$(EMBEDDED),--dataset $(d)) --results $(DEMO_RESULTS) $(EVALUATE_FLAGS) || exit 1; \
-	done; done
 
 embedded-results:
 	@$(MAKE) --no-print-directory methods-demo DEMO_RESULTS=results

@@ -60,7 +60,7 @@ class ClassificationRecipe:
     image_size: int = 224               # side of the square training crops
     min_crop_area: float = 0.08         # random crops cover this fraction of the image at least
     warmup_fraction: float = 0.05       # of the steps, with the learning rate rising linearly from 0.1 x
-    state_every: int = 100              # steps between writes of the resumable state
+    state_every: int = 100              # steps between writes of the resumable state (and every minute)
     frozen_batchnorm: bool = False      # batch norm uses its running statistics while training (small batches)
 
     def __post_init__(self) -> None:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -215,3 +218,16 @@ def test_evaluate_replaces_a_committed_result_only_when_told(tmp_path, monkeypat
     assert run(*args, "--overwrite").exit_code == 0 and written == [REPO_ROOT / "results"]
     assert run(*args, "--results", "results").exit_code == 0 and written[-1] == Path("results")  # make embedded-results
     assert run(*args, "--results", tmp_path).exit_code == 0 and written[-1] == tmp_path
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_evaluates_each_method_after_its_trainings_and_ends_saying_where_everything_is():
+    planned = subprocess.run(["make", "-n", "--no-print-directory", "demo", "DEMO=out/x"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, check=True, env={**os.environ, "MAKEFLAGS": ""}).stdout
+    lines = planned.splitlines()
+    first_evaluate = next(i for i, line in enumerate(lines) if " -m benchmarks evaluate --method netvlad " in line)
+    second_method = next(i for i, line in enumerate(lines) if " -m benchmarks train mscfp " in line)
+    assert first_evaluate < second_method  # the first numbers come after the first method, not after all trainings
+    summary = "\n".join(lines[-3:])
+    assert summary.startswith('echo "== done.') and "out/x/results/<dataset>/<method>/" in summary
+    assert "out/x/weights/" in summary and "out/x/tables/" in summary

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -21,8 +23,9 @@ from benchmarks.core.acquire import AcquireOptions
 from benchmarks.core.fetchable import Needed, check_fetchable
 from benchmarks.evaluation.reproduce import ReproduceOptions, missing_files, plan
 from benchmarks.training import classification as train_classification_module
+from benchmarks.training import common as train_common
 from benchmarks.training.classification import learning_rate, random_crop, train_classification
-from benchmarks.training.common import TrainOptions
+from benchmarks.training.common import StateSchedule, TrainOptions
 from datasets import load_plugins as load_datasets
 from methods.dolg import DOLGConfig, DOLGMethod
 from tests.test_train import _cli
@@ -142,6 +145,53 @@ def test_classification_training_resumes_to_the_same_weights(embedded_root, tmp_
     resumed = trained(state)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_the_step_in_progress_and_the_run_resumes_from_it(embedded_root, tmp_path, monkeypatch,
+                                                                          caplog, sent):
+    split = load_datasets().get("synth_landmarks")().load(embedded_root, "train")
+    recipe = dataclasses.replace(DOLGMethod.recipe, batch_size=4, image_size=48)  # state_every: 100 steps
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    def trained(state: Path | None) -> DOLGMethod:
+        torch.manual_seed(0)
+        model = DOLGMethod(DOLGConfig(backbone="resnet18", dim=16))
+        train_classification(model, split, recipe, TrainOptions(steps=4, seed=1, state=state))
+        return model
+
+    straight = trained(None)
+    state = tmp_path / "run.state"
+    crops = []
+
+    def crop_then_signal(*args: object) -> torch.Tensor:
+        crops.append(1)
+        if len(crops) == 5:  # the first crop of step 2: the signal comes while that step runs
+            os.kill(os.getpid(), sent)
+        return random_crop(*args)
+
+    monkeypatch.setattr(train_classification_module, "random_crop", crop_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        trained(state)
+    monkeypatch.undo()
+    assert len(crops) == 8 and torch.load(state, weights_only=True)["step"] == 2  # step 2 finished, then saved
+    assert f"interrupted at step 2 of 4; the state of step 2 is in {state}: the same command resumes" in caplog.text
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # restored
+    resumed = trained(state)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_the_state_is_written_once_a_minute_whatever_the_step_interval(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(train_common.time, "monotonic", lambda: clock[0])
+    schedule = StateSchedule(None, every=100)
+    assert not schedule.due(7, 500) and schedule.due(100, 500) and schedule.due(500, 500)
+    clock[0] += train_common.STATE_SECONDS
+    assert schedule.due(8, 500)
+    schedule.saved()
+    assert not schedule.due(9, 500)
 
 
 @pytest.mark.slow

@@ -4,11 +4,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 import tarfile
+import urllib.error
+import urllib.request
 import zipfile
 
 import pytest
+from click.testing import CliRunner
 
+from benchmarks.commands.main import cli
 from benchmarks.core.archives import extract
 from benchmarks.core.download import Retry, fetch
 from benchmarks.core.errors import InputError
@@ -179,3 +184,39 @@ def test_a_truncated_archive_is_named_and_leaves_nothing(tmp_path):
     with pytest.raises(InputError, match="corrupt or unreadable archive"):
         extract(archive, tmp_path / "jpg")
     assert not (tmp_path / "jpg").exists()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("offline", ["dns", "refused"])
+def test_an_unreachable_host_fails_at_once_in_one_line(tmp_path, monkeypatch, offline):
+    url = f"http://127.0.0.1:{closed_port()}/data/file.bin"
+    if offline == "dns":  # what urlopen raises on a machine without name resolution (the tests never go out)
+        url = "https://no-such-host.invalid/data/file.bin"
+
+        def unresolved(*args: object, **kwargs: object) -> None:
+            raise urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+
+        monkeypatch.setattr(urllib.request, "urlopen", unresolved)
+    waits = []
+    with pytest.raises(InputError) as error:
+        fetch([url], tmp_path / "file.bin", sha256=SHA, retry=Retry(attempts=5, backoff=1.0), sleep=waits.append)
+    message = str(error.value)
+    assert waits == [] and "\n" not in message and f"{url}: cannot reach " in message and "not retried" in message
+    assert f"nothing was fetched: check the connection, or place the file at {tmp_path / 'file.bin'}" in message
+    assert "--mirror URL_PREFIX" in message and "resume" not in message
+    assert leftovers(tmp_path) == []
+
+
+def test_data_download_with_no_server_leaves_no_folder_and_no_resume_advice(tmp_path):
+    root = tmp_path / "data"
+    result = CliRunner().invoke(cli, ["data", "download", "roxford5k", "--root", str(root), "--mirror-only",
+                                      "--mirror", f"http://127.0.0.1:{closed_port()}/m"])
+    assert result.exit_code == 2 and "2 of 2 files failed:" in result.output
+    assert result.output.count("cannot reach 127.0.0.1:") == 2 and "resume" not in result.output
+    assert not root.exists() or list(root.iterdir()) == []

@@ -170,3 +170,31 @@ def test_load_image_normalises_each_pixel_by_the_formula(tmp_path: Path, mode: s
     expected = (pixels / np.float32(255.0) - np.asarray(protocol.mean, np.float32)) / np.asarray(protocol.std,
                                                                                                    np.float32)
     np.testing.assert_array_equal(load_image(path, protocol).numpy(), expected.transpose(2, 0, 1))
+
+
+def test_extraction_shows_a_bar_of_every_image_in_memory_and_through_the_cache(
+        images: list[Path], model: TinyEmbed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.evaluation.cache import DescriptorCache
+
+    bars: list[dict] = []
+
+    class Bar:
+        def __init__(self, **kwargs: object) -> None:
+            bars.append({**kwargs, "done": 0})
+
+        def __enter__(self) -> "Bar":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def update(self, n: int) -> None:
+            bars[-1]["done"] += n
+
+    monkeypatch.setattr(extract_module, "tqdm", Bar)
+    options = ExtractOptions(batch_size=4, num_workers=0, label="tiny weights t")
+    extract_all(model, images, PROTOCOL, None, options)
+    cache = DescriptorCache(tmp_path / "c", {"n_images": 14, "dtype": "float32", "model": "tiny"}, chunk_rows=5)
+    cache.fill(model, images, PROTOCOL, None, options)
+    assert [(b["total"], b["done"], b["desc"], b["disable"]) for b in bars] == [
+        (14, 14, "tiny weights t: extracting", None)] * 2  # None: shown on a terminal, not in a log file

@@ -182,7 +182,8 @@ def test_data_verify_passes_and_names_a_damaged_image(root: Path, tmp_path: Path
     truncated.write_bytes(truncated.read_bytes()[:-400])  # header intact, image data cut
     code, output = _verify(damaged)  # the header still parses: the manifest's sha256 names it
     assert code == 1 and f"{truncated}: missing or changed since it was generated" in output
-    assert output.count("problem:") == 1 and output.endswith(f"{NAME}: 1 problem(s)\n")
+    repair = f"problem: 1 file(s) missing or changed since generation: `python -m benchmarks data download {NAME}`"
+    assert output.count("problem:") == 2 and repair in output and output.endswith(f"{NAME}: 2 problem(s)\n")
     shutil.copy(_jpg(root, "coffee_002"), truncated)
     flipped = _jpg(damaged, "query_coins_2")
     data = bytearray(flipped.read_bytes())

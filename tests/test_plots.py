@@ -50,6 +50,16 @@ def test_place_frames_are_positive_within_the_threshold():
     assert plots.frame_kinds(gt, 0, np.array([2, 1, 0])) == ["negative", "positive", "positive"]
 
 
+def test_row_scores_are_the_protocol_scores_of_the_whole_ranking():
+    ranks = np.array([[3, 1, 2, 0, 4], [4, 2, 1, 0, 3]])  # junk 2 removed: query 0's positives 0, 1 at 2nd, 3rd
+    assert plots.row_scores(REVISITED, ranks, [0, 1], "medium") == ["AP 41.7", "AP 10.0"]  # trapezoid: (0 + 1/5) / 2
+    assert plots.row_scores(REVISITED, ranks[:1], [0], "hard") == ["AP 25.0"]  # 1 behind 3 (0, 2 junk): (0 + 1/2) / 2
+    assert plots.row_scores(REVISITED, ranks[1:], [1], "hard") == ["no positive"]
+    places = PlaceGroundTruth(utm_db=np.array([[0.0, 0.0], [0.0, 25.0], [0.0, 99.0]]),
+                              utm_queries=np.array([[0.0, 0.0], [500.0, 0.0]]))
+    assert plots.row_scores(places, np.array([[2, 1, 0], [0, 1, 2]]), [0, 1]) == ["first hit #2", "no positive"]
+
+
 def test_gallery_shows_each_query_then_its_ranked_list_framed(tmp_path):
     paths = []
     for i, colour in enumerate(["red", "green", "blue", "yellow", "white", "black", "grey"]):
@@ -60,7 +70,13 @@ def test_gallery_shows_each_query_then_its_ranked_list_framed(tmp_path):
     figure = plots.gallery_figure(paths[:5], paths[5:], REVISITED, db, queries, [1, 0], cropped=False, title="t",
                                   top=4)
     axes = figure.axes
-    assert len(axes) == 2 * 5 and [a.get_title() for a in axes[:5]] == ["query 1", "#1", "#2", "#3", "#4"]
+    assert len(axes) == 2 * 5 and [a.get_title() for a in axes[:5]] == ["query 1: AP 100.0", "#1", "#2", "#3", "#4"]
+    assert axes[5].get_title() == "query 0: AP 100.0"  # medium: 0 and 1 first, junk 2 ignored
+    assert [a.get_xlabel() for a in axes[:5]] == ["6.png", "3.png", "4.png", "0.png", "1.png"]  # each image's file
+    legend = figure.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["query", "positive", "negative", "junk"]
+    assert legend.legend_handles[0].get_edgecolor() == to_rgba(plots.QUERY_COLOUR) == to_rgba(
+        axes[0].spines["top"].get_edgecolor())
     colour = {kind: to_rgba(c) for kind, c in plots.FRAME_COLOURS.items()}
     frames = [a.spines["top"].get_edgecolor() for a in axes]
     assert frames[1:5] == [colour["positive"], colour["negative"], colour["negative"], colour["negative"]]  # 3, 4, 0, 1
@@ -112,8 +128,9 @@ def test_gallery_refuses_an_out_of_range_query_before_any_extraction(embedded_ro
 def test_summary_refuses_a_dataset_without_results_naming_those_with_results(tmp_path):
     outcome = CliRunner().invoke(cli, ["plot", "summary", "--dataset", "synth_place", "--out", str(tmp_path)])
     assert outcome.exit_code == 2
-    assert outcome.stderr == (f"error: {RESULTS_DIR}: --dataset synth_place: no results for it here; datasets with "
-                              "results: photo_landmarks, synth_landmarks, synth_places\n")
+    assert outcome.stderr == (f"error: {RESULTS_DIR}: --dataset synth_place: no results for it here; did you mean "
+                              "synth_places, synth_landmarks? (datasets with results: photo_landmarks, "
+                              "synth_landmarks, synth_places)\n")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -99,3 +99,26 @@ def test_only_code_changes_make_the_tree_dirty(tmp_path):
     assert git_state(tmp_path)[1] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_state(tmp_path)[1] is True
+
+
+@pytest.mark.parametrize("plugin", ["methods/newmethod.py", "datasets/newdata.py", "benchmarks/helper.py"])
+def test_an_untracked_plugin_makes_the_tree_dirty(tmp_path, plugin):
+    from benchmarks.core.provenance import git_state
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    for folder in ("methods", "datasets", "benchmarks", "notes"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / ".gitignore").write_text("__pycache__/\n")
+    (tmp_path / "methods" / "base.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "first")
+    (tmp_path / "methods" / "__pycache__").mkdir()
+    (tmp_path / "methods" / "__pycache__" / "base.cpython-311.pyc").write_bytes(b"\0")   # ignored
+    (tmp_path / "notes" / "todo.txt").write_text("outside the code folders\n")
+    assert git_state(tmp_path)[1] is False
+    (tmp_path / plugin).write_text("x = 2\n")   # imported by load_plugins, absent from the commit
+    assert git_state(tmp_path)[1] is True

@@ -74,4 +74,23 @@ def test_verify_names_a_changed_file(tmp_path):
     spec.prepare(tmp_path, AcquireOptions())
     victim = tmp_path / "synth_landmarks" / "train.csv"
     victim.write_text(victim.read_text().replace(",0\n", ",1\n", 1))
-    assert spec.check(tmp_path) == [f"{victim}: missing or changed since it was generated"]
+    assert spec.check(tmp_path) == [
+        f"{victim}: missing or changed since it was generated",
+        "1 file(s) missing or changed since generation: `python -m benchmarks data download synth_landmarks` "
+        "generates the dataset afresh (the same bytes, offline, in seconds)"]
+
+
+def test_download_regenerates_a_damaged_generated_dataset(tmp_path, caplog):
+    spec = load_plugins().get("synth_places")()
+    spec.prepare(tmp_path, AcquireOptions())
+    images = sorted((tmp_path / "synth_places" / "images" / "000").glob("*.jpg"))
+    deleted, truncated = images[0], images[4]
+    original = truncated.read_bytes()
+    deleted.unlink()
+    truncated.write_bytes(original[:100])
+    assert len(spec.check(tmp_path)) > 2
+    code, out = run("data", "download", "synth_places", "--root", tmp_path)
+    assert code == 0 and out.startswith("synth_places: ready")
+    assert "synth_places: 2 file(s) missing or changed since generation" in caplog.text
+    assert deleted.is_file() and truncated.read_bytes() == original
+    assert spec.check(tmp_path) == []

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from benchmarks.commands.main import cli
 from benchmarks.evaluation.results import RESULTS_DIR, Provenance, RunResult, write_result
-from benchmarks.reports import grids, matching, tables
+from benchmarks.reports import grids, latex, matching, tables
 from benchmarks.reports.reported import REPORTED_DIR, Reproduction, load_all
 
 PAPER: dict[str, Any] = {
@@ -143,7 +143,12 @@ def test_paper_layout_rows_are_variants_columns_are_datasets_with_settings(toy):
            "35.0<sup>u</sup> / 34.0<sup>1,2</sup> (-1.0) |" in md
     assert "\n1: images at 512 px, not 1024.\n" in md and "\n2: 512-D descriptors, not the paper's 2048-D.\n" in md
     tex = files["toy.tex"]
-    assert r"\caption{toy, Table 3 (arXiv 1511.07247)}" in tex and r"\toprule" in tex and r"\bottomrule" in tex
+    assert r"\caption{toy: Lovelace et al. (CVPR 2016, arXiv 1511.07247), Table 3: reported / reproduced " \
+           "(difference), in points}" in tex and r"\toprule" in tex and r"\bottomrule" in tex
+    assert tex.splitlines()[1] == latex.PACKAGES_NOTE
+    # the marks the table uses are explained under it, in the document, not only in the comment header
+    assert "\\par q: quoted by a third party (read from a copy of the paper's table, not the paper itself).\n" \
+           "\\par u: unverified.\n" in tex
     assert r"60.0\textsuperscript{q} / 61.2\textsuperscript{1,2} (+1.2)" in tex
     assert r"35.0\textsuperscript{u} / 34.0\textsuperscript{1,2} ($-$1.0)" in tex
     assert r"toy\_paper \& friends" in tex  # escaped in the comment header

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,29 @@ def test_a_split_that_cannot_give_a_tuple_is_refused_before_any_work(embedded_ro
         split.ground_truth, labels=np.arange(len(split.db_paths))))
     with pytest.raises(InputError, match="no class has two images"):
         train(MSCFPMethod(TINY_MSCFP), singletons, MSCFPMethod.recipe, TrainOptions(steps=1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("at", [1, 2])
+def test_a_signal_stops_the_run_after_the_step_keeping_the_last_saved_round(embedded_root, tmp_path, monkeypatch,
+                                                                             caplog, at):
+    from benchmarks.training import triplet as train_module
+
+    state, real_step, steps_done = tmp_path / "run.state", train_module._step, []
+
+    def step_then_signal(*args, **kwargs):
+        steps_done.append(1)
+        if len(steps_done) == at:  # a round is 4 tuples, 2 per step: step 1 is mid-round, step 2 ends it
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_step", step_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        _places_run(embedded_root, 6, state)
+    assert len(steps_done) == at
+    if at == 1:  # mid-round: the round cannot be resumed from its middle, and no round was saved before it
+        assert not state.exists() and "interrupted at step 1 of 6; no state file: nothing is kept" in caplog.text
+    else:  # the round's last step: the round is saved, then the run stops
+        assert torch.load(state, weights_only=True)["step"] == 2
+        assert f"interrupted at step 2 of 6; the state of step 2 is in {state}: the same command resumes" in \
+            caplog.text

@@ -194,3 +194,26 @@ def test_a_second_download_of_the_same_file_stops_at_once(tmp_path):
     with exclusive(dest), pytest.raises(InputError, match="another process is downloading this file; wait"):
         fetch(["http://127.0.0.1:9/file.bin"], dest, sha256=SHA)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_results_tables_and_checkpoints_get_the_mode_the_umask_gives(tmp_path, monkeypatch, umask, mode):
+    from benchmarks.core import atomic
+    from benchmarks.reports import tables
+
+    monkeypatch.setattr(atomic, "_UMASK", umask)
+    result = write_result(make_result(), tmp_path / "results")
+    table = tables.write_files(tmp_path / "tables", {"t.md": "table\n"}, prune=False)[0]
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "w.pt", NetVLADMethod(TINY_NETVLAD), "resnet18.test", {})
+    for path in (result, table, tmp_path / "w.pt", tmp_path / "w.pt.json"):
+        assert path.stat().st_mode & 0o777 == mode, path
+
+
+def test_the_umask_read_at_import_is_the_process_umask(tmp_path):
+    from benchmarks.core import atomic
+
+    plain = tmp_path / "plain"
+    plain.touch()
+    atomic_write_text(tmp_path / "atomic", "x")
+    assert (tmp_path / "atomic").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o666 & ~atomic._UMASK

@@ -26,6 +26,7 @@ def plot_summary(results_dir: Path | None, reported_dir: Path | None, out: Path 
     """recall_<dataset>.png (Recall@N curves, methods overlaid) for place benchmarks and map_<dataset>.png (mAP
     bars: Easy / Medium / Hard, or the original Oxford/Paris protocol's one mAP) for the others; reported numbers
     are drawn beside ours."""
+    from benchmarks.core.registry import did_you_mean
     from benchmarks.evaluation.results import RESULTS_DIR
     from benchmarks.reports import matching, plots, tables
 
@@ -35,8 +36,9 @@ def plot_summary(results_dir: Path | None, reported_dir: Path | None, out: Path 
     for _, result in results:
         by_dataset.setdefault(result.dataset, []).append(result)
     if unknown := sorted(set(dataset_names) - set(by_dataset)):
-        raise InputError(f"--dataset {', '.join(unknown)}: no results for it here; datasets with results: "
-                         f"{', '.join(sorted(by_dataset)) or 'none'}", results_dir or RESULTS_DIR)
+        raise InputError(f"--dataset {', '.join(unknown)}: no results for it here{did_you_mean(unknown[0], by_dataset)}"
+                         f" (datasets with results: {', '.join(sorted(by_dataset)) or 'none'})",
+                         results_dir or RESULTS_DIR)
     folder = out or tables.TABLES_DIR
     for name in sorted(set(dataset_names) or by_dataset):
         runs = by_dataset[name]

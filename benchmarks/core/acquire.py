@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -193,6 +194,7 @@ def acquire_files(folder: Path, dataset: str, files: tuple[FileSpec, ...], optio
 
     Every file is attempted even when others fail; one :class:`InputError` then lists the failures.
     """
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = ChecksumLock(folder)
     todo = [spec for spec in files if spec.urls]
@@ -207,5 +209,7 @@ def acquire_files(folder: Path, dataset: str, files: tuple[FileSpec, ...], optio
                 failures.append(str(error))
     if failures:
         done = len(todo) - len(failures)
-        raise InputError(f"{len(failures)} of {len(todo)} files failed ({done} done and kept; run the command "
-                         "again to resume):\n" + "\n".join(failures), folder)
+        if created and not any(path.is_file() for path in folder.rglob("*")):
+            shutil.rmtree(folder)  # nothing arrived: leave no empty folder that looks like a started download
+        kept = f" ({done} done and kept)" if done else ""
+        raise InputError(f"{len(failures)} of {len(todo)} files failed{kept}:\n" + "\n".join(failures), folder)

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never a partial write.
+"""Atomic file writes: a reader sees the old file or the complete new one, never a partial write; the file
+gets the mode any new file gets (0644 under the usual umask 022).
 
 A write that fails (disk full, folder not writable) removes its temporary file and raises one
 :class:`InputError` naming the path and the cause; whatever was at the path before is left untouched.
@@ -13,6 +14,8 @@ from pathlib import Path
 from benchmarks.core.errors import InputError
 
 TEMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)  # read once, at import (setting it is process-wide): new files get 0o666 less it
+os.umask(_UMASK)
 _ADVICE = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some of your quota",
            errno.EACCES: "make the folder writable or write elsewhere",
            errno.EPERM: "make the folder writable or write elsewhere", errno.EROFS: "write elsewhere"}
@@ -31,6 +34,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results, tables and checkpoints from others
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import json
 import logging
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -136,8 +137,17 @@ def fetch(urls: Sequence[str], dest: Path, *, sha256: str | None = None, size: i
                 log.warning("%s: %s", url, failure)
                 continue
             return Fetched(dest, got, dest.stat().st_size, url)
-    raise InputError("could not be downloaded; nothing was left in its place.\n  " + "\n  ".join(failures)
-                     + "\n  Run the command again to resume, or give a working copy with --mirror URL_PREFIX", dest)
+    part = dest.with_name(dest.name + ".part")
+    if part.exists() and part.stat().st_size:
+        advice = (f"run the command again to resume from byte {part.stat().st_size}, or give a working copy "
+                  "with --mirror URL_PREFIX")
+    else:
+        advice = (f"nothing was fetched: check the connection, or place the file at {dest} yourself (it is "
+                  "verified as if downloaded) or give a copy with --mirror URL_PREFIX (laid out as the data root)")
+    if len(failures) == 1:
+        raise InputError(f"could not be downloaded, nothing was left in its place: {failures[0]}; {advice}", dest)
+    raise InputError("could not be downloaded, nothing was left in its place:\n  " + "\n  ".join(failures)
+                     + f"\n  {advice}", dest)
 
 
 def _mismatch(have: dict[str, str], sha256: str | None, md5: str | None) -> str | None:
@@ -225,7 +235,10 @@ def _transfer(url: str, part: Path, meta: Path, size: int | None, timeout: float
             raise _Transient(f"HTTP {error.code}") from None
         raise _SourceFailed(f"HTTP {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-        raise _Transient(f"{type(error).__name__}: {getattr(error, 'reason', error)}") from None
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, (socket.gaierror, ConnectionRefusedError)):  # no server there: retrying cannot help
+            raise _SourceFailed(f"cannot reach {urlsplit(url).netloc} ({reason}); not retried") from None
+        raise _Transient(f"{type(error).__name__}: {reason}") from None
     with response:
         insecure = unverifiable(response.geturl()) if secure_only else None
         if insecure is not None:  # an https (or loopback) URL redirected to plain http

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from benchmarks.core.errors import InputError
@@ -38,9 +38,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            close = difflib.get_close_matches(name, self._items, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            known = ", ".join(self._items) or "none"
+            known, hint = ", ".join(self._items) or "none", did_you_mean(name, self._items)
             raise InputError(f"unknown {self.kind} {name!r}{hint} (registered: {known})") from None
 
     def names(self) -> list[str]:
@@ -54,6 +52,12 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``"; did you mean a, b?"`` naming the choices close to a misspelt ``name``, or ``""`` when none is."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else ""
 
 
 def import_plugins(package: str, path: list[str]) -> None:

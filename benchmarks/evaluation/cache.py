@@ -240,7 +240,7 @@ class DescriptorCache:
                     self._write_chunk(c, np.zeros((len(chunk_rows), 0), np.float32), skipped[c], held)
                 yield from batches_by_size(sizes, options.batch_size, chunk_rows[sizes[chunk_rows, 0] >= 0])
 
-        for batch in run_batches(embed, paths, protocol, boxes, claimed_batches(), options):
+        for batch in run_batches(embed, paths, protocol, boxes, claimed_batches(), options, len(rows)):
             c = int(batch.rows[0] if len(batch.rows) else batch.bad[0][0]) // self.chunk_rows
             if len(batch.rows):
                 if c not in buffers:

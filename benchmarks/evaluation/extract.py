@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from benchmarks.core.errors import InputError
 from datasets.base import crop_query, query_box
@@ -289,8 +290,9 @@ def _collate(items: list[tuple[int, np.ndarray | None, str]]) -> tuple[torch.Ten
 
 
 def run_batches(embed: Embed, paths: Sequence[Path], protocol: ExtractionProtocol, boxes: np.ndarray | None,
-                batches: Iterable[list[int]], options: ExtractOptions) -> Iterator[Batch]:
-    """Descriptors of ``batches`` (lists of indices of equal-size images), in the order they are given.
+                batches: Iterable[list[int]], options: ExtractOptions, total: int | None = None) -> Iterator[Batch]:
+    """Descriptors of ``batches`` (lists of indices of equal-size images), in the order they are given, with a
+    progress bar of the ``total`` images on a terminal.
 
     Raises InputError naming the image when one cannot be read (``on_bad_image="fail"``) and naming the
     model and images when a descriptor holds NaN or infinite values.
@@ -298,8 +300,10 @@ def run_batches(embed: Embed, paths: Sequence[Path], protocol: ExtractionProtoco
     device = torch.device(options.device)
     loader = DataLoader(_Images(paths, protocol, boxes), batch_sampler=batches, num_workers=options.workers,
                         collate_fn=_collate, pin_memory=device.type == "cuda")
-    with channels_last(embed) as module:
+    with channels_last(embed) as module, tqdm(total=total, desc=f"{options.label}: extracting", unit="img",
+                                              disable=None, leave=False, dynamic_ncols=True) as bar:
         for rows, pixels, bad in loader:
+            bar.update(len(rows) + len(bad))
             if bad and options.on_bad_image == "fail":
                 raise InputError(f"cannot read image ({bad[0][1]}); {SKIP_HINT}", paths[bad[0][0]])
             out = (embed_batch(embed, pixels, protocol, device, module) if len(rows)
@@ -351,7 +355,7 @@ def extract_all(embed: Embed, paths: Sequence[Path], protocol: ExtractionProtoco
     skipped = [int(i) for i in unreadable]
     for batch in run_batches(embed, paths, protocol, boxes, batches_by_size(sizes, options.batch_size,
                                                                              np.flatnonzero(sizes[:, 0] >= 0)),
-                             options):
+                             options, len(paths) - len(unreadable)):
         if len(batch.rows):
             if out is None:
                 out = np.zeros((len(paths), batch.descriptors.shape[1]), dtype=np.float32)

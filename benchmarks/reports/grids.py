@@ -6,8 +6,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from benchmarks.reports.latex import escape_tex, table_float
 from benchmarks.reports.matching import CONFIDENCE_MARKS, entries_by_table, metric_label, row_labels, with_setting
 from benchmarks.reports.reported import ReportedTable
+
+MARK_TEXT = {"q": "quoted by a third party (read from a copy of the paper's table, not the paper itself)",
+             "u": "unverified"}
 
 
 @dataclass(frozen=True)
@@ -141,24 +145,15 @@ def grid_markdown(grid: Grid) -> str:
     return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in _footnotes(grid))
 
 
-def grid_latex(grid: Grid, label: str) -> str:
-    caption = escape_tex(grid.title)
+def grid_latex(grid: Grid, label: str, caption: str) -> str:
+    """The grid as a table float that fits the text width, its notes and the marks it uses below."""
     if not grid.rows:
-        return f"% {caption}: no reported or reproduced numbers yet.\n"
-    table = _frame_of(grid, lambda m: f"\\textsuperscript{{{m}}}", escape_tex, "$-$")
-    tabular = table.to_latex(index=False, escape=False, multicolumn_format="c",
-                             column_format="l" * len(grid.row_names) + "r" * len(grid.columns))
-    notes = "".join(f"\\par {escape_tex(note)}\n" for note in _footnotes(grid))
-    return (f"\\begin{{table}}[ht]\n\\centering\n\\caption{{{caption}}}\n\\label{{{label}}}\n\\scriptsize\n{tabular}"
-            + (f"{{\\footnotesize\n{notes}}}\n" if notes else "") + "\\end{table}\n")
-
-
-_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def escape_tex(text: str) -> str:
-    return "".join(_TEX_SPECIAL.get(char, char) for char in text)
+        return f"% {escape_tex(caption)}: no reported or reproduced numbers yet.\n"
+    used = {CONFIDENCE_MARKS[c.confidence] for cells in grid.rows.values() for c in cells.values()
+            if c.reported is not None}
+    marks = [f"{mark}: {text}." for mark, text in MARK_TEXT.items() if mark in used]
+    return table_float(_frame_of(grid, lambda m: f"\\textsuperscript{{{m}}}", escape_tex, "$-$"),
+                       len(grid.row_names), caption, label, [*_footnotes(grid), *marks])
 
 
 def _escape_md(text: str) -> str:

@@ -1,6 +1,7 @@
 """Figures (matplotlib, Agg, PNG without a timestamp): Recall@N curves and mAP bars per benchmark, with the
-reported numbers beside ours, and ranked-list galleries (a query and its top-k, framed green / red / grey for
-positive / negative / junk). Figures are built without pyplot (no global state, no display backend)."""
+reported numbers beside ours, and ranked-list galleries (a query with its AP or first correct rank, and its
+top-k framed green / red / grey for positive / negative / junk, each image with its file name). Figures are
+built without pyplot (no global state, no display backend)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -15,12 +16,15 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from benchmarks.evaluation.metrics import oxford_scores, recall_at_n, revisited_scores
 from benchmarks.evaluation.results import RunResult
 from benchmarks.evaluation.search import top_k_by_inner_product
 from benchmarks.reports.matching import metric_label, percent
 from datasets.base import GroundTruth, OxfordGroundTruth, PlaceGroundTruth, RevisitedGroundTruth, crop_query
 
 FRAME_COLOURS = {"positive": "#1a9641", "negative": "#d7191c", "junk": "#999999"}
+QUERY_COLOUR = "#2b83ba"
+NAME_CHARS = 24  # file names under the images are cut in the middle beyond this
 DIFFICULTIES = ("easy", "medium", "hard")
 # One colour per method, the same in every figure whatever else is plotted; a method not listed gets one from its
 # name. Its variants are lighter shades of it, reported values hatched.
@@ -144,32 +148,57 @@ def frame_kinds(ground_truth: GroundTruth, query: int, ids: np.ndarray, setting:
     return ["positive" if i in positive else "junk" if i in ignored else "negative" for i in ids.tolist()]
 
 
+def row_scores(ground_truth: GroundTruth, ranks: np.ndarray, chosen: Sequence[int], setting: str = "medium"
+               ) -> list[str]:
+    """Each chosen query's score from its ranking of the whole database (``ranks``: (len(chosen), n_db)), as the
+    protocol scores it: AP in ``setting`` (revisited), AP (original Oxford/Paris) or the first correct rank."""
+    def pick(lists: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [lists[q] for q in chosen]
+
+    n_db = ranks.shape[1]
+    if isinstance(ground_truth, PlaceGroundTruth):
+        first = recall_at_n(ranks, ground_truth.utm_queries[list(chosen)], ground_truth.utm_db,
+                            ground_truth.threshold, (1,), ground_truth.panorama_size).first_hit
+        return [f"first hit #{rank}" if rank else "no positive" for rank in first.tolist()]
+    if isinstance(ground_truth, RevisitedGroundTruth):
+        ap = revisited_scores(ranks, pick(ground_truth.easy), pick(ground_truth.hard), pick(ground_truth.junk),
+                              n_db)[setting].ap
+    elif isinstance(ground_truth, OxfordGroundTruth):
+        ap = oxford_scores(ranks, pick(ground_truth.positives), pick(ground_truth.junk), n_db).ap
+    else:
+        raise TypeError(f"no queries to score in ground truth of type {type(ground_truth).__name__}")
+    return ["no positive" if np.isnan(value) else f"AP {100 * value:.1f}" for value in ap]
+
+
 def gallery_figure(db_paths: Sequence[Path], query_paths: Sequence[Path], ground_truth: GroundTruth,
                    db: np.ndarray, queries: np.ndarray, chosen: Sequence[int], cropped: bool, title: str,
                    top: int = 10, setting: str = "medium") -> Figure:
-    """One row per chosen query: the query (as the method saw it) and its ``top`` database images, framed."""
+    """One row per chosen query: the query (as the method saw it) with its score (:func:`row_scores`) and its
+    ``top`` database images, framed, each with its file name."""
     from benchmarks.evaluation.extract import as_rgb  # torch: only galleries need it
 
     boxes = getattr(ground_truth, "query_boxes", None)
-    ranked = top_k_by_inner_product(queries[list(chosen)], db, top)
-    figure = Figure(figsize=(1.3 * (top + 1), 1.35 * len(chosen) + 0.5))
+    ranks = top_k_by_inner_product(queries[list(chosen)], db, len(db))
+    scores = row_scores(ground_truth, ranks, chosen, setting)
+    figure = Figure(figsize=(1.3 * (top + 1), 1.5 * len(chosen) + 0.5))
     grid = figure.subplots(len(chosen), top + 1, squeeze=False)
-    for row, (query, ids) in enumerate(zip(chosen, ranked, strict=True)):
+    for row, (query, ids, score) in enumerate(zip(chosen, ranks[:, :top], scores, strict=True)):
         image = as_rgb(Image.open(query_paths[query]), query_paths[query])
         if cropped and boxes is not None:
             image = crop_query(image, boxes[query])
-        _panel(grid[row, 0], image, f"query {query}", "#2b83ba")
+        _panel(grid[row, 0], image, f"query {query}: {score}", QUERY_COLOUR, query_paths[query].name)
         for rank, (db_id, kind) in enumerate(zip(ids, frame_kinds(ground_truth, query, ids, setting), strict=True)):
             _panel(grid[row, rank + 1], as_rgb(Image.open(db_paths[db_id]), db_paths[db_id]), f"#{rank + 1}",
-                   FRAME_COLOURS[kind])
-    handles = [Rectangle((0, 0), 1, 1, facecolor="none", edgecolor=c, linewidth=3) for c in FRAME_COLOURS.values()]
-    figure.legend(handles, list(FRAME_COLOURS), loc="upper right", ncol=3, fontsize=7, frameon=False)
+                   FRAME_COLOURS[kind], db_paths[db_id].name)
+    colours = {"query": QUERY_COLOUR, **FRAME_COLOURS}
+    handles = [Rectangle((0, 0), 1, 1, facecolor="none", edgecolor=c, linewidth=3) for c in colours.values()]
+    figure.legend(handles, list(colours), loc="upper right", ncol=len(colours), fontsize=7, frameon=False)
     figure.suptitle(title, fontsize=9, x=0.01, ha="left")
     figure.tight_layout(rect=(0, 0, 1, 0.95))
     return figure
 
 
-def _panel(axes: Axes, image: Image.Image, caption: str, colour: str) -> None:
+def _panel(axes: Axes, image: Image.Image, caption: str, colour: str, name: str) -> None:
     axes.imshow(np.asarray(image))
     axes.set_xticks([])
     axes.set_yticks([])
@@ -177,3 +206,5 @@ def _panel(axes: Axes, image: Image.Image, caption: str, colour: str) -> None:
         spine.set_edgecolor(colour)
         spine.set_linewidth(4)
     axes.set_title(caption, fontsize=7)
+    half = NAME_CHARS // 2 - 1
+    axes.set_xlabel(name if len(name) <= NAME_CHARS else f"{name[:half]}..{name[-half:]}", fontsize=5)

@@ -6,7 +6,8 @@ crops each at random (scale and aspect, as pycls's ``random_sized_crop``) to ``i
 them; under torchrun every process takes its share of the batch and DDP averages the gradients. The learning
 rate follows a cosine over the run after a linear warm-up (the official configuration: 5 of 100 epochs,
 from 0.1 x). Every random choice derives from (seed, step), and the state is written every
-``state_every`` steps, so an interrupted run resumes and ends with the same weights.
+``state_every`` steps, at least once a minute and when SIGINT / SIGTERM stops the run, so an interrupted run
+resumes and ends with the same weights.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from torch import nn
 from benchmarks.core.errors import InputError
 from benchmarks.evaluation.extract import load_image
 from benchmarks.training.common import (
+    StateSchedule,
     TrainOptions,
     freeze_batchnorm,
     init_distributed,
@@ -121,32 +123,35 @@ def train_classification(model: Any, split: LoadedDataset, recipe: Classificatio
     model.train()
     if recipe.frozen_batchnorm:
         freeze_batchnorm(model)
-    while step < options.steps:
-        for group in optimiser.param_groups:
-            group["lr"] = learning_rate(recipe, step, options.steps)
-        batch = round_queries(np.arange(len(targets)), recipe.batch_size, step, options.seed)
-        mine = range(rank, len(batch), world)  # each crop's randomness derives from its place in the whole batch
-        images = torch.stack([random_crop(load_image(split.db_paths[batch[j]], protocol), recipe.image_size,
-                                          recipe.min_crop_area, np.random.default_rng([options.seed, step, j]))
-                              for j in mine]).to(device)
-        labels = torch.from_numpy(targets[batch[rank::world]]).to(device)
-        loss = trained(images, labels)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        if world > 1:
-            dist.all_reduce(reduced := loss.detach().clone())
-            losses.append(float(reduced) / world)
-        else:
-            losses.append(float(loss.detach()))
-        step += 1
-        if step % 10 == 0 or step == options.steps:
-            log.info("step %d/%d: loss %.4f (mean of the last 10 %.4f)", step, options.steps, losses[-1],
-                     float(np.mean(losses[-10:])))
-        if options.state is not None and rank == 0 and (step % recipe.state_every == 0 or step == options.steps):
-            save_state(options.state, {"model": model.state_dict(), "head": head.state_dict(),
-                                       "optimiser": optimiser.state_dict(), "step": step, "losses": losses,
-                                       "binding": binding})
+    with StateSchedule(options.state, recipe.state_every) as schedule:  # a signal: save, then stop
+        while step < options.steps:
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(recipe, step, options.steps)
+            batch = round_queries(np.arange(len(targets)), recipe.batch_size, step, options.seed)
+            mine = range(rank, len(batch), world)  # each crop's randomness derives from its place in the whole batch
+            images = torch.stack([random_crop(load_image(split.db_paths[batch[j]], protocol), recipe.image_size,
+                                              recipe.min_crop_area, np.random.default_rng([options.seed, step, j]))
+                                  for j in mine]).to(device)
+            labels = torch.from_numpy(targets[batch[rank::world]]).to(device)
+            loss = trained(images, labels)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            if world > 1:
+                dist.all_reduce(reduced := loss.detach().clone())
+                losses.append(float(reduced) / world)
+            else:
+                losses.append(float(loss.detach()))
+            step += 1
+            if step % 10 == 0 or step == options.steps:
+                log.info("step %d/%d: loss %.4f (mean of the last 10 %.4f)", step, options.steps, losses[-1],
+                         float(np.mean(losses[-10:])))
+            if options.state is not None and rank == 0 and schedule.due(step, options.steps):
+                save_state(options.state, {"model": model.state_dict(), "head": head.state_dict(),
+                                           "optimiser": optimiser.state_dict(), "step": step, "losses": losses,
+                                           "binding": binding})
+                schedule.saved()
+            schedule.stop_if_asked(step, options.steps, step)
     model.eval()
     return {"steps": step, "seed": options.seed, "processes": world, "classes": len(classes),
             "images": len(targets), "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]),

@@ -1,5 +1,5 @@
 """What both training loops share: the run's options, the process group, frozen batch norm, the endless
-shuffled order of a round's items, and the resumable state file."""
+shuffled order of a round's items, the resumable state file and when it is written (:class:`StateSchedule`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +8,12 @@ import io
 import json
 import logging
 import os
+import signal
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType, TracebackType
 from typing import Any
 
 import numpy as np
@@ -22,6 +26,7 @@ from benchmarks.core.errors import InputError
 from datasets.base import LoadedDataset
 
 log = logging.getLogger(__name__)
+STATE_SECONDS = 60.0  # the state is written at least this often, so a short run that is killed keeps its work
 
 
 @dataclass(frozen=True)
@@ -107,3 +112,51 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+class StateSchedule:
+    """When a loop writes its resumable state: every ``every`` steps (None: the loop decides), once
+    :data:`STATE_SECONDS` have passed since the last write, and after a SIGINT / SIGTERM, which stops the run
+    once the step in progress is done and saved (:meth:`stop_if_asked`); a second signal stops it at once.
+    A context manager: the handlers are installed in the main thread and the previous ones restored on exit."""
+
+    def __init__(self, path: Path | None, every: int | None = None) -> None:
+        self.path, self.every = path, every
+        self.signal: int | None = None
+        self._last = time.monotonic()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StateSchedule:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._note) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        log.warning("%s: stopping after this step, once the training state is saved (again to stop at once)",
+                    signal.Signals(signum).name)
+
+    def due(self, step: int, steps: int) -> bool:
+        """Whether to write the state after ``step`` of ``steps``."""
+        return (self.signal is not None or step == steps or time.monotonic() - self._last >= STATE_SECONDS
+                or (self.every is not None and step % self.every == 0))
+
+    def saved(self) -> None:
+        """The loop wrote its state: the clock restarts."""
+        self._last = time.monotonic()
+
+    def stop_if_asked(self, step: int, steps: int, saved_step: int) -> None:
+        """Raise KeyboardInterrupt, saying where the run can resume, if a signal came."""
+        if self.signal is None:
+            return
+        where = (f"the state of step {saved_step} is in {self.path}: the same command resumes from there"
+                 if self.path is not None and self.path.exists() else "no state file: nothing is kept")
+        log.warning("interrupted at step %d of %d; %s", step, steps, where)
+        raise KeyboardInterrupt

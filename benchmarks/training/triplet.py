@@ -5,9 +5,9 @@ descriptor cache of the training split and picks, for the round's queries, the b
 and the hardest negatives (NetVLAD); ``classes`` embeds a mining batch and applies MSCFP's Algorithm 1.
 The round's tuples are then consumed ``tuples_per_batch`` per step. Every random choice derives from
 (seed, round), and a checkpoint is written after each round, so an interrupted run resumes from its last
-round and ends with the same weights. Before the first round the method initialises itself from local
-descriptors of sampled training images (k-means); after the last it fits what is fitted, not trained
-(PCA-whitening).
+round and ends with the same weights (SIGINT / SIGTERM stop it after the step in progress, saying so). Before
+the first round the method initialises itself from local descriptors of sampled training images (k-means);
+after the last it fits what is fitted, not trained (PCA-whitening).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from benchmarks.evaluation.extract import extract, load_image
 from benchmarks.evaluation.metrics import recall_at_n
 from benchmarks.evaluation.search import top_k_by_inner_product
 from benchmarks.training.common import (
+    StateSchedule,
     TrainOptions,
     freeze_batchnorm,
     init_distributed,
@@ -105,35 +106,41 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
     if world > 1 and device.type == "cuda":  # batch statistics over all processes' tuples (CUDA only in torch)
         view = nn.SyncBatchNorm.convert_sync_batchnorm(view)
     trained = nn.parallel.DistributedDataParallel(view) if world > 1 else view
-    while step < options.steps:
-        tuples = _mine_round(model, split, recipe, miner, options.seed, round_index, device)
-        for group in optimiser.param_groups:
-            group["lr"] = _learning_rate(recipe, _epochs_before(round_index, recipe, miner, split))
-        losses = []
-        for start in range(0, len(tuples), recipe.tuples_per_batch):
-            batch = tuples[start:start + recipe.tuples_per_batch]
-            batch = batch[:len(batch) - len(batch) % world]  # a round's last, partial batch too, as whole shares
-            if step >= options.steps or not batch:
+    saved_step = step
+    with StateSchedule(options.state) as schedule:  # a signal stops the run after the step in progress
+        while step < options.steps:
+            tuples = _mine_round(model, split, recipe, miner, options.seed, round_index, device)
+            for group in optimiser.param_groups:
+                group["lr"] = _learning_rate(recipe, _epochs_before(round_index, recipe, miner, split))
+            losses = []
+            for start in range(0, len(tuples), recipe.tuples_per_batch):
+                batch = tuples[start:start + recipe.tuples_per_batch]
+                batch = batch[:len(batch) - len(batch) % world]  # a round's last, partial batch too, as whole shares
+                if step >= options.steps or not batch:
+                    break
+                losses.append(_step(trained, model, batch[rank::world], len(batch), recipe, optimiser, device))
+                step += 1
+                if start + recipe.tuples_per_batch < len(tuples) and step < options.steps:  # mid-round: stop,
+                    schedule.stop_if_asked(step, options.steps, saved_step)  # the last round's state is kept
+            round_index += 1
+            report["round_losses"].append(float(np.mean(losses)) if losses else None)
+            log.info("round %d: %d tuples, mean loss %s, step %d/%d", round_index, len(tuples),
+                     report["round_losses"][-1], step, options.steps)
+            if _learned(report, tuples, round_index, recipe, miner, split):
+                log.warning("%s", report["stopped_early"])
                 break
-            losses.append(_step(trained, model, batch[rank::world], len(batch), recipe, optimiser, device))
-            step += 1
-        round_index += 1
-        report["round_losses"].append(float(np.mean(losses)) if losses else None)
-        log.info("round %d: %d tuples, mean loss %s, step %d/%d", round_index, len(tuples),
-                 report["round_losses"][-1], step, options.steps)
-        if _learned(report, tuples, round_index, recipe, miner, split):
-            log.warning("%s", report["stopped_early"])
-            break
-        epoch_done = int(_epochs_before(round_index, recipe, miner, split)) > \
-            int(_epochs_before(round_index - 1, recipe, miner, split))
-        if options.validation is not None and (epoch_done or step >= options.steps):
-            best = _validate(model, options.validation, recipe, device, step, report, best)
-        if options.state is not None and rank == 0:
-            save_state(options.state, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                                       "step": step, "round": round_index, "report": report, "best": best,
-                                       "binding": binding,
-                                       "miner_memory": {} if miner is None else
-                                       {str(q): torch.from_numpy(n) for q, n in miner.memory.items()}})
+            epoch_done = int(_epochs_before(round_index, recipe, miner, split)) > \
+                int(_epochs_before(round_index - 1, recipe, miner, split))
+            if options.validation is not None and (epoch_done or step >= options.steps):
+                best = _validate(model, options.validation, recipe, device, step, report, best)
+            if options.state is not None and rank == 0:
+                save_state(options.state, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                                           "step": step, "round": round_index, "report": report, "best": best,
+                                           "binding": binding,
+                                           "miner_memory": {} if miner is None else
+                                           {str(q): torch.from_numpy(n) for q, n in miner.memory.items()}})
+                saved_step = step
+            schedule.stop_if_asked(step, options.steps, saved_step)
     if best is not None:
         model.load_state_dict(best)
         report["selected_step"] = max(report["validation"], key=lambda v: v["recall@5"])["step"]
