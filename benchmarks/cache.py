@@ -50,8 +50,9 @@ from benchmarks.extract import (
     output_sizes,
     run_batches,
 )
-from benchmarks.file_digests import file_digests
+from benchmarks.file_digests import iter_file_digests
 from benchmarks.locks import try_lock, wait_lock
+from benchmarks.stage_times import stage
 from methods.base import ExtractionProtocol
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def images_sha256(paths: Sequence[Path], boxes: np.ndarray | None, data_root: Pa
     ("missing" for a file that cannot be read: extraction then names it, or skips it under ``--on-bad-image
     skip``; remembered in ``<data_root>/cache/file-sha256.sqlite``), crop boxes."""
     digest = hashlib.sha256()
-    contents = file_digests(paths, data_root / "cache" / "file-sha256.sqlite")
+    contents = iter_file_digests(paths, data_root / "cache" / "file-sha256.sqlite")
     for i, (path, content) in enumerate(zip(paths, contents, strict=True)):
         box = "" if boxes is None else ",".join(repr(float(v)) for v in boxes[i])
         digest.update(f"{name_under(path, data_root)}\t{content}\t{box}\n".encode())
@@ -163,24 +164,32 @@ class DescriptorCache:
         if len(paths) != self.n or not paths:
             raise ValueError(f"{len(paths)} paths for a cache of {self.n} images")
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        intact = self.complete and self._drop_if_damaged()
+        with stage("cache verify"):
+            intact = self.complete and self._drop_if_damaged()
         if not intact:
             mine = list(range(self.n_chunks))[rank::world]
-            self._drop_bad_chunks(mine)
+            with stage("cache verify"):
+                self._drop_bad_chunks(mine)
             self._extract_chunks(mine, embed, paths, protocol, boxes, options)
         if world > 1:
             dist.barrier()
         if rank == 0:
-            self._merge()
+            with stage("cache merge"):
+                self._merge()
         if world > 1:
             dist.barrier()
-        return self._open(paths, options.on_bad_image) if intact else self.read(paths, options.on_bad_image)
+        if intact:
+            return self._open(paths, options.on_bad_image)
+        with stage("cache verify"):
+            return self.read(paths, options.on_bad_image)
 
     def _extract_chunks(self, chunks: list[int], embed: Embed, paths: Sequence[Path], protocol: ExtractionProtocol,
                         boxes: np.ndarray | None, options: ExtractOptions) -> None:
         """Extract ``chunks`` not yet on disk; chunks another process holds are waited for, and taken over
         when that process dies without writing them."""
         todo = [c for c in chunks if not self._done(c)]
+        if len(todo) < len(chunks):
+            log.info("resuming: %d of %d chunks already in %s", len(chunks) - len(todo), len(chunks), self.directory)
         while todo:
             held: dict[int, int] = {}
             try:
@@ -197,8 +206,10 @@ class DescriptorCache:
                          protocol: ExtractionProtocol, boxes: np.ndarray | None, options: ExtractOptions) -> None:
         rows = np.concatenate([self._rows(c) for c in todo])
         sizes = np.full((self.n, 2), -1, dtype=np.int64)
-        sizes[rows] = output_sizes([paths[i] for i in rows], protocol, None if boxes is None else boxes[rows],
-                                   options.workers)
+        with stage("image headers"):
+            sizes[rows] = output_sizes([paths[i] for i in rows], protocol, None if boxes is None else boxes[rows],
+                                       options.workers)
+        stale = self._stale_temporaries()
         buffers: dict[int, np.ndarray] = {}
         remaining: dict[int, int] = {}
         skipped: dict[int, list[int]] = {}
@@ -213,8 +224,8 @@ class DescriptorCache:
                     os.close(fd)
                     continue
                 held[c] = fd
-                for stale in self._chunk(c).parent.glob(f".{self._chunk(c).name}.*.tmp"):
-                    stale.unlink(missing_ok=True)  # left by a killed writer of this chunk
+                for leftover in stale.get(self._chunk(c).name, ()):
+                    leftover.unlink(missing_ok=True)  # left by a killed writer of this chunk
                 chunk_rows = self._rows(c)
                 unreadable = chunk_rows[sizes[chunk_rows, 0] < 0]
                 if len(unreadable) and options.on_bad_image == "fail":
@@ -237,7 +248,18 @@ class DescriptorCache:
             remaining[c] -= len(batch.rows) + len(batch.bad)
             if remaining[c] == 0:
                 buffer = buffers.pop(c, np.zeros((len(self._rows(c)), 0), np.float32))
-                self._write_chunk(c, buffer, skipped[c], held)
+                with stage("cache write"):
+                    self._write_chunk(c, buffer, skipped[c], held)
+
+    def _stale_temporaries(self) -> dict[str, list[Path]]:
+        """Temporary files of killed chunk writers, by chunk file name: one listing of the folder per call of
+        :meth:`_extract_claimed` (a listing per chunk made the run quadratic in the number of chunks)."""
+        stale: dict[str, list[Path]] = {}
+        with os.scandir(self.directory / "chunks") as entries:
+            for entry in entries:
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    stale.setdefault(entry.name[1:].split(".npz.", 1)[0] + ".npz", []).append(Path(entry.path))
+        return stale
 
     def _write_chunk(self, c: int, descriptors: np.ndarray, skipped: list[int], held: dict[int, int]) -> None:
         identity = chunk_identity(self.digest, c * self.chunk_rows, len(self._rows(c)))

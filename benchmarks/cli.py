@@ -807,6 +807,20 @@ def reproduce_command(method: str, r1m: bool, weights: tuple[str, ...], datasets
         click.echo(f"{result.dataset} / {method} / {result.weights} (queries {crop}): {shown}  -> {path}")
 
 
+@speed.command("scale")
+@click.option("--distractors", "n_distractors", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Generated distractors added to synth_landmarks (R1M layout, 64-96 px).")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="A data root of its own (its cache is emptied first).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
+def speed_scale(n_distractors: int, root: Path, batch_size: int, out: Path | None) -> None:
+    """synth_landmarks + N distractors evaluated end to end, stage by stage (JSON)."""
+    from benchmarks.speed.scale import run as run_scale
+
+    _print_json(run_scale(n_distractors, root, batch_size, out))
+
+
 @speed.command("extract")
 @click.option("--method", default="netvlad", show_default=True,
               help="A registered method, with random weights (netvlad: on a ResNet-18 trunk).")

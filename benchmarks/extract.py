@@ -29,6 +29,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.errors import InputError
+from benchmarks.stage_times import stage
 from datasets.base import crop_query, query_box
 from methods.base import ExtractionProtocol
 
@@ -278,11 +279,18 @@ def run_batches(embed: Embed, paths: Sequence[Path], protocol: ExtractionProtoco
     loader = DataLoader(_Images(paths, protocol, boxes), batch_sampler=batches, num_workers=options.workers,
                         collate_fn=_collate, pin_memory=device.type == "cuda")
     with channels_last(embed) as module:
-        for rows, pixels, bad in loader:
+        batches = iter(loader)
+        while True:
+            with stage("read and decode"):
+                item = next(batches, None)
+            if item is None:
+                return
+            rows, pixels, bad = item
             if bad and options.on_bad_image == "fail":
                 raise InputError(f"cannot read image ({bad[0][1]}); {SKIP_HINT}", paths[bad[0][0]])
-            out = (embed_batch(embed, pixels, protocol, device, module) if len(rows)
-                   else np.empty((0, 0), np.float32))
+            with stage("model"):
+                out = (embed_batch(embed, pixels, protocol, device, module) if len(rows)
+                       else np.empty((0, 0), np.float32))
             _check_finite(out, rows.numpy(), paths, options.label)
             yield Batch(rows.numpy(), out, tuple(bad))
 
