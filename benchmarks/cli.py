@@ -821,6 +821,21 @@ def speed_scale(n_distractors: int, root: Path, batch_size: int, out: Path | Non
     _print_json(run_scale(n_distractors, root, batch_size, out))
 
 
+@speed.command("gpu")
+@click.option("--device", default="cuda", show_default=True)
+@click.option("--images", "n_images", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--size", type=(int, int), default=(1024, 768), show_default=True, help="Width and height.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
+def speed_gpu(device: str, n_images: int, size: tuple[int, int], batch_size: int, repeat: int,
+              out: Path | None) -> None:
+    """DOLG R101 5-scale extraction: images/s, fraction of bf16 peak, pipeline/forward, bf16 vs fp32 cosine."""
+    from benchmarks.speed.gpu import run as run_gpu
+
+    _print_json(run_gpu(device, n_images, size, batch_size, repeat, out))
+
+
 @speed.command("extract")
 @click.option("--method", default="netvlad", show_default=True,
               help="A registered method, with random weights (netvlad: on a ResNet-18 trunk).")
