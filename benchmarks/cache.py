@@ -50,7 +50,7 @@ from benchmarks.extract import (
     output_sizes,
     run_batches,
 )
-from benchmarks.file_digests import iter_file_digests
+from benchmarks.file_digests import file_digests
 from benchmarks.locks import try_lock, wait_lock
 from benchmarks.stage_times import stage
 from methods.base import ExtractionProtocol
@@ -67,7 +67,7 @@ def images_sha256(paths: Sequence[Path], boxes: np.ndarray | None, data_root: Pa
     ("missing" for a file that cannot be read: extraction then names it, or skips it under ``--on-bad-image
     skip``; remembered in ``<data_root>/cache/file-sha256.sqlite``), crop boxes."""
     digest = hashlib.sha256()
-    contents = iter_file_digests(paths, data_root / "cache" / "file-sha256.sqlite")
+    contents = file_digests(paths, data_root / "cache" / "file-sha256.sqlite")
     for i, (path, content) in enumerate(zip(paths, contents, strict=True)):
         box = "" if boxes is None else ",".join(repr(float(v)) for v in boxes[i])
         digest.update(f"{name_under(path, data_root)}\t{content}\t{box}\n".encode())

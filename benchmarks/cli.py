@@ -809,7 +809,7 @@ def reproduce_command(method: str, r1m: bool, weights: tuple[str, ...], datasets
 
 @speed.command("scale")
 @click.option("--distractors", "n_distractors", type=click.IntRange(min=1), default=10_000, show_default=True,
-              help="Generated distractors added to synth_landmarks (R1M layout, 64-96 px).")
+              help="Generated distractors added to synth_landmarks (R1M layout, 64 px long side).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="A data root of its own (its cache is emptied first).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)

@@ -64,15 +64,11 @@ def _digest_or_missing(path: Path) -> str:
         return MISSING
 
 
-def file_digests(paths: Sequence[Path], memo: Path | None) -> list[str]:
+def file_digests(paths: Sequence[Path], memo: Path | None, block: int = BLOCK) -> Iterator[str]:
     """The sha256 of each file's contents (``"missing"`` for a file that cannot be read), in order; digests
-    of files whose stat is unchanged since they were last hashed come from the sqlite ``memo``."""
-    return list(iter_file_digests(paths, memo))
-
-
-def iter_file_digests(paths: Sequence[Path], memo: Path | None, block: int = BLOCK) -> Iterator[str]:
-    """:func:`file_digests` one block of ``block`` paths at a time: memory stays bounded by a block whatever
-    the number of files (a million images: no list of a million names, stats and digests held at once)."""
+    of files whose stat is unchanged since they were last hashed come from the sqlite ``memo``. Paths go a
+    block of ``block`` at a time, so memory stays bounded by a block whatever the number of files (a million
+    images: no list of a million names, stats and digests held at once)."""
     connection = _open_memo(memo)
     try:
         with ThreadPoolExecutor(_THREADS) as pool:
