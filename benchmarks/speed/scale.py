@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from benchmarks.atomic import atomic_write_text
 from benchmarks.evaluate import EvaluateOptions, evaluate
@@ -36,7 +36,7 @@ from datasets.revisitop import RevisitedPlus1M, Revisitop1M
 from datasets.synthetic import SynthLandmarks
 from methods.gem import GeMMethod
 
-WEIGHTS_NAME = "effl0.untrained"
+WEIGHTS_NAME = "effl0.untrained"  # as make demo names its untrained checkpoints
 TRAIN_ARGS = ("train", "gem", "--dataset", "synth_landmarks", "--steps", "0", "--init", "efficientnet_lite0.in1k",
               "--config", "backbone=efficientnet_lite0", "--config", "whitening=false", "--config", "scales=1.0",
               "--name", WEIGHTS_NAME)
@@ -48,7 +48,7 @@ class SynthLandmarksPlus1M(RevisitedPlus1M):
 
     name = "synth_landmarks+1m"
     description = "synth_landmarks with the (generated) distractors of <data root>/revisitop1m"
-    base: ClassVar = SynthLandmarks
+    base = SynthLandmarks
     requires = ("synth_landmarks", "revisitop1m")
 
 
