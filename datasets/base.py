@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -162,14 +164,31 @@ def crop_query(image: Image.Image, box: Sequence[float], rounding: str = "round"
     return image.crop(query_box(box, rounding, image.size))
 
 
-def unreadable_images(paths: Sequence[Path], label: str = "images") -> list[Path]:
-    """The paths in ``paths`` that are missing or whose image header Pillow cannot read."""
+def _unreadable(paths: Sequence[Path]) -> list[Path]:
     bad = []
-    for path in tqdm(paths, desc=f"checking {label}", unit="img", disable=None, leave=False):
+    for path in paths:
         try:
             Image.open(path).close()  # parses the header: enough to catch missing, empty or non-image files
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # the last: a forged header
             bad.append(path)
+    return bad
+
+
+def unreadable_images(paths: Sequence[Path], label: str = "images", block: int = 4096) -> list[Path]:
+    """The paths in ``paths`` that are missing or whose image header Pillow cannot read, in order.
+
+    Pillow parses headers in Python (about 0.1 ms an image, under the GIL): lists of more than one ``block``
+    are checked a block at a time by a process per CPU, so a million images take minutes on one core and a
+    fraction of that on many."""
+    blocks = [paths[start:start + block] for start in range(0, len(paths), block)]
+    workers = min(len(blocks), len(os.sched_getaffinity(0)))
+    bad: list[Path] = []
+    with (tqdm(total=len(paths), desc=f"checking {label}", unit="img", disable=None, leave=False) as progress,
+          ProcessPoolExecutor(max(1, workers)) as pool):  # its processes start only when it is used
+        for part, found in zip(blocks, pool.map(_unreadable, blocks) if workers > 1 else map(_unreadable, blocks),
+                               strict=True):
+            bad += found
+            progress.update(len(part))
     return bad
 
 

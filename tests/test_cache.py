@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from benchmarks.commands.main import cli
 from benchmarks.core.errors import InputError
-from benchmarks.evaluation.cache import DescriptorCache, cache_key
+from benchmarks.evaluation.cache import DescriptorCache
+from benchmarks.evaluation.cache_key import cache_key
 from benchmarks.evaluation.evaluate import _search_over_read
 from benchmarks.evaluation.extract import ExtractOptions, extract_one_by_one
 from benchmarks.evaluation.results import load_result

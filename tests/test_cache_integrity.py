@@ -12,8 +12,9 @@ import pytest
 
 from benchmarks.core import file_digests
 from benchmarks.core.errors import InputError
-from benchmarks.evaluation.cache import DescriptorCache, cache_key
+from benchmarks.evaluation.cache import DescriptorCache
 from benchmarks.evaluation.cache_chunks import array_sha256, chunk_identity, encode_chunk
+from benchmarks.evaluation.cache_key import cache_key
 from benchmarks.evaluation.extract import ExtractOptions, extract_one_by_one
 from tests.extract_worker import PROTOCOL, TinyEmbed, write_images
 
@@ -174,12 +175,13 @@ def test_file_digests_are_remembered_until_a_file_changes(tmp_path: Path, monkey
     for i, f in enumerate(files):
         f.write_bytes(bytes([i]) * 100)
     memo = tmp_path / "memo.sqlite"
-    first = file_digests.file_digests([*files, tmp_path / "absent"], memo)
+    first = list(file_digests.file_digests([*files, tmp_path / "absent"], memo))
     assert first[3] == file_digests.MISSING and len(set(first[:3])) == 3
+    assert list(file_digests.file_digests([*files, tmp_path / "absent"], None, block=2)) == first  # blocks
     hashed: list[Path] = []
     real = file_digests.sha256_file
     monkeypatch.setattr(file_digests, "sha256_file", lambda p: hashed.append(p) or real(p))
-    assert file_digests.file_digests(files, memo) == first[:3] and hashed == []
+    assert list(file_digests.file_digests(files, memo)) == first[:3] and hashed == []
     files[1].write_bytes(bytes([9]) * 100)  # same size; mtime and ctime move
-    again = file_digests.file_digests(files, memo)
+    again = list(file_digests.file_digests(files, memo))
     assert hashed == [files[1]] and again[1] == real(files[1]) != first[1] and again[0] == first[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -92,6 +93,23 @@ def test_torchrun_two_processes_write_the_descriptors_of_one(images: Path, refer
                                                              tmp_path: Path) -> None:
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
     reports = _finish(_worker(images, tmp_path / "cache", tmp_path / "d.npy", "--workers", "1", launcher=torchrun))
+    assert sorted(r["rank"] for r in reports) == [0, 1] and [r["written"] for r in reports] == [3, 3], reports
+    for rank in (0, 1):
+        np.testing.assert_array_equal(np.load(tmp_path / f"d.rank{rank}.npy"), reference)
+
+
+@pytest.mark.slow
+def test_two_nodes_through_a_rendezvous_endpoint_write_the_descriptors_of_one(images: Path, reference: np.ndarray,
+                                                                             tmp_path: Path) -> None:
+    """Two torchrun launchers, one per "node" (one process each), meet at a rendezvous endpoint as on a cluster;
+    the data root (here the cache) is shared."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    nodes = [_worker(images, tmp_path / "cache", tmp_path / "d.npy", launcher=(
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank",
+        str(rank), "--rdzv_endpoint", f"localhost:{port}")) for rank in (0, 1)]
+    reports = [report for node in nodes for report in _finish(node)]
     assert sorted(r["rank"] for r in reports) == [0, 1] and [r["written"] for r in reports] == [3, 3], reports
     for rank in (0, 1):
         np.testing.assert_array_equal(np.load(tmp_path / f"d.rank{rank}.npy"), reference)

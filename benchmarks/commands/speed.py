@@ -122,3 +122,32 @@ def speed_extract(method: str, config_pairs: tuple[str, ...], root: Path | None,
     env = figures["environment"]
     click.echo(f"(best of {repeat}; python {env['python']}, torch {env['torch']}, {env['cpus']} CPUs, "
                f"{env['torch_threads']} torch threads, {env['platform']})")
+
+
+@speed.command("scale")
+@click.option("--distractors", "n_distractors", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Generated distractors added to synth_landmarks (R1M layout, 64 px long side).")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="A data root of its own (its cache is emptied first).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
+def speed_scale(n_distractors: int, root: Path, batch_size: int, out: Path | None) -> None:
+    """synth_landmarks + N distractors evaluated end to end, stage by stage (JSON)."""
+    from benchmarks.speed.scale import run as run_scale
+
+    print_json(run_scale(n_distractors, root, batch_size, out))
+
+
+@speed.command("gpu")
+@click.option("--device", default="cuda", show_default=True)
+@click.option("--images", "n_images", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--size", type=(int, int), default=(1024, 768), show_default=True, help="Width and height.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
+def speed_gpu(device: str, n_images: int, size: tuple[int, int], batch_size: int, repeat: int,
+              out: Path | None) -> None:
+    """DOLG R101 5-scale extraction: images/s, fraction of bf16 peak, pipeline/forward, bf16 vs fp32 cosine."""
+    from benchmarks.speed.gpu import run as run_gpu
+
+    print_json(run_gpu(device, n_images, size, batch_size, repeat, out))

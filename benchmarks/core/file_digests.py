@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 MISSING = "missing"
 _SCHEMA = "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, stat TEXT NOT NULL, sha256 TEXT NOT NULL)"
+BLOCK = 8192  # paths per block: bounded memory, and few sqlite transactions
 _THREADS = 4  # hashlib releases the GIL on large buffers: a few threads overlap reads with hashing
 
 
@@ -63,12 +64,25 @@ def _digest_or_missing(path: Path) -> str:
         return MISSING
 
 
-def file_digests(paths: Sequence[Path], memo: Path | None) -> list[str]:
+def file_digests(paths: Sequence[Path], memo: Path | None, block: int = BLOCK) -> Iterator[str]:
     """The sha256 of each file's contents (``"missing"`` for a file that cannot be read), in order; digests
-    of files whose stat is unchanged since they were last hashed come from the sqlite ``memo``."""
+    of files whose stat is unchanged since they were last hashed come from the sqlite ``memo``. Paths go a
+    block of ``block`` at a time, so memory stays bounded by a block whatever the number of files (a million
+    images: no list of a million names, stats and digests held at once)."""
+    connection = _open_memo(memo)
+    try:
+        with ThreadPoolExecutor(_THREADS) as pool:
+            for start in range(0, len(paths), block):
+                yield from _block_digests(paths[start:start + block], connection, memo, pool)
+    finally:
+        if connection is not None:
+            connection.close()
+
+
+def _block_digests(paths: Sequence[Path], connection: sqlite3.Connection | None, memo: Path | None,
+                   pool: ThreadPoolExecutor) -> list[str]:
     names = [os.path.abspath(p) for p in paths]
     stats = [_stat_line(p) for p in paths]
-    connection = _open_memo(memo)
     known: dict[str, tuple[str, str]] = {}
     if connection is not None:
         with connection:
@@ -78,17 +92,13 @@ def file_digests(paths: Sequence[Path], memo: Path | None) -> list[str]:
                 known.update((name, (stat, sha)) for name, stat, sha in connection.execute(query, part))
     todo = [i for i, (name, stat) in enumerate(zip(names, stats, strict=True))
             if stat is not None and known.get(name, ("", ""))[0] != stat]
-    with ThreadPoolExecutor(_THREADS) as pool:
-        fresh = dict(zip(todo, pool.map(_digest_or_missing, [paths[i] for i in todo]), strict=True))
-    out = [fresh[i] if i in fresh else known[name][1] if stat is not None else MISSING
-           for i, (name, stat) in enumerate(zip(names, stats, strict=True))]
-    if connection is not None:
+    fresh = dict(zip(todo, pool.map(_digest_or_missing, [paths[i] for i in todo]), strict=True))
+    if connection is not None and todo:
         try:
             with connection:
                 connection.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?)",
                                        [(names[i], stats[i], fresh[i]) for i in todo if fresh[i] != MISSING])
         except sqlite3.Error as error:
             log.info("could not remember file digests in %s (%s)", memo, error)
-        finally:
-            connection.close()
-    return out
+    return [fresh[i] if i in fresh else known[name][1] if stat is not None else MISSING
+            for i, (name, stat) in enumerate(zip(names, stats, strict=True))]

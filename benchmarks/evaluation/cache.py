@@ -24,8 +24,6 @@ barrier every rank reads the merged file, which is identical to a single process
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -37,11 +35,10 @@ import numpy as np
 import torch.distributed as dist
 
 from benchmarks.core.atomic import atomic_write_bytes, atomic_write_text, write_failure
-from benchmarks.core.data_root import name_under
 from benchmarks.core.errors import InputError
-from benchmarks.core.file_digests import file_digests
 from benchmarks.core.locks import try_lock, wait_lock
 from benchmarks.evaluation.cache_chunks import BadChunk, array_sha256, chunk_identity, decode_chunk, encode_chunk
+from benchmarks.evaluation.cache_key import key_digest
 from benchmarks.evaluation.extract import (
     SKIP_HINT,
     Embed,
@@ -52,64 +49,12 @@ from benchmarks.evaluation.extract import (
     output_sizes,
     run_batches,
 )
+from benchmarks.evaluation.stage_times import stage
 from methods.base import ExtractionProtocol
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: images keyed by content, chunks checksummed
-CACHE_DTYPES = ("float32", "float16")
 DEFAULT_CHUNK_ROWS = 1024
-
-
-def images_sha256(paths: Sequence[Path], boxes: np.ndarray | None, data_root: Path) -> str:
-    """Digest of the ordered image list: names relative to ``data_root``, the sha256 of each file's contents
-    ("missing" for a file that cannot be read: extraction then names it, or skips it under ``--on-bad-image
-    skip``; remembered in ``<data_root>/cache/file-sha256.sqlite``), crop boxes."""
-    digest = hashlib.sha256()
-    contents = file_digests(paths, data_root / "cache" / "file-sha256.sqlite")
-    for i, (path, content) in enumerate(zip(paths, contents, strict=True)):
-        box = "" if boxes is None else ",".join(repr(float(v)) for v in boxes[i])
-        digest.update(f"{name_under(path, data_root)}\t{content}\t{box}\n".encode())
-    return digest.hexdigest()
-
-
-def precision(device: str) -> str:
-    """The arithmetic the pipeline uses on ``device`` (part of the key: it changes the numbers)."""
-    return "bfloat16-autocast" if device.startswith("cuda") else "float32"
-
-
-# Protocol fields added after caches of this format existed: in a key only when not at their default, so the
-# caches of every method that keeps the default stay valid.
-_LATER_PROTOCOL_FIELDS = ("exif_orientation", "crop_rounding", "scale_resize")
-
-
-def _later_protocol_fields(protocol: ExtractionProtocol) -> dict[str, Any]:
-    defaults = {f.name: f.default for f in dataclasses.fields(ExtractionProtocol)}
-    return {name: getattr(protocol, name) for name in _LATER_PROTOCOL_FIELDS
-            if getattr(protocol, name) != defaults[name]}
-
-
-def cache_key(method: str, config: dict[str, Any], weights_sha256: str, protocol: ExtractionProtocol,
-              paths: Sequence[Path], boxes: np.ndarray | None, data_root: Path, device: str,
-              dtype: str = "float32") -> dict[str, Any]:
-    """The fields whose sha256 names a cache directory (see the module docstring), as JSON reads them back
-    (tuples in a config become lists), so that a fresh key equals the one a directory records."""
-    if dtype not in CACHE_DTYPES:
-        raise InputError(f"cache dtype must be one of {CACHE_DTYPES}, not {dtype!r}")
-    return _as_json({"format_version": FORMAT_VERSION, "method": method, "config": config,
-            "weights_sha256": weights_sha256,
-            "protocol": {"max_size": protocol.max_size, "scales": list(protocol.scales), "mean": list(protocol.mean),
-                         "std": list(protocol.std), "cropped": boxes is not None, **_later_protocol_fields(protocol)},
-            "precision": precision(device), "dtype": dtype, "n_images": len(paths),
-            "images_sha256": images_sha256(paths, boxes, data_root)})
-
-
-def _as_json(value: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(value, sort_keys=True))
-
-
-def key_digest(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 class DescriptorCache:
@@ -178,24 +123,32 @@ class DescriptorCache:
         if len(paths) != self.n or not paths:
             raise ValueError(f"{len(paths)} paths for a cache of {self.n} images")
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        intact = self.complete and self._drop_if_damaged()
+        with stage("cache verify"):
+            intact = self.complete and self._drop_if_damaged()
         if not intact:
             mine = list(range(self.n_chunks))[rank::world]
-            self._drop_bad_chunks(mine)
+            with stage("cache verify"):
+                self._drop_bad_chunks(mine)
             self._extract_chunks(mine, embed, paths, protocol, boxes, options)
         if world > 1:
             dist.barrier()
         if rank == 0:
-            self._merge()
+            with stage("cache merge"):
+                self._merge()
         if world > 1:
             dist.barrier()
-        return self._open(paths, options.on_bad_image) if intact else self.read(paths, options.on_bad_image)
+        if intact:
+            return self._open(paths, options.on_bad_image)
+        with stage("cache verify"):
+            return self.read(paths, options.on_bad_image)
 
     def _extract_chunks(self, chunks: list[int], embed: Embed, paths: Sequence[Path], protocol: ExtractionProtocol,
                         boxes: np.ndarray | None, options: ExtractOptions) -> None:
         """Extract ``chunks`` not yet on disk; chunks another process holds are waited for, and taken over
         when that process dies without writing them."""
         todo = [c for c in chunks if not self._done(c)]
+        if len(todo) < len(chunks):
+            log.info("resuming: %d of %d chunks already in %s", len(chunks) - len(todo), len(chunks), self.directory)
         while todo:
             held: dict[int, int] = {}
             try:
@@ -212,8 +165,10 @@ class DescriptorCache:
                          protocol: ExtractionProtocol, boxes: np.ndarray | None, options: ExtractOptions) -> None:
         rows = np.concatenate([self._rows(c) for c in todo])
         sizes = np.full((self.n, 2), -1, dtype=np.int64)
-        sizes[rows] = output_sizes([paths[i] for i in rows], protocol, None if boxes is None else boxes[rows],
-                                   options.workers)
+        with stage("image headers"):
+            sizes[rows] = output_sizes([paths[i] for i in rows], protocol, None if boxes is None else boxes[rows],
+                                       options.workers)
+        stale = self._stale_temporaries()
         buffers: dict[int, np.ndarray] = {}
         remaining: dict[int, int] = {}
         skipped: dict[int, list[int]] = {}
@@ -228,8 +183,8 @@ class DescriptorCache:
                     os.close(fd)
                     continue
                 held[c] = fd
-                for stale in self._chunk(c).parent.glob(f".{self._chunk(c).name}.*.tmp"):
-                    stale.unlink(missing_ok=True)  # left by a killed writer of this chunk
+                for leftover in stale.get(self._chunk(c).name, ()):
+                    leftover.unlink(missing_ok=True)  # left by a killed writer of this chunk
                 chunk_rows = self._rows(c)
                 unreadable = chunk_rows[sizes[chunk_rows, 0] < 0]
                 if len(unreadable) and options.on_bad_image == "fail":
@@ -252,7 +207,18 @@ class DescriptorCache:
             remaining[c] -= len(batch.rows) + len(batch.bad)
             if remaining[c] == 0:
                 buffer = buffers.pop(c, np.zeros((len(self._rows(c)), 0), np.float32))
-                self._write_chunk(c, buffer, skipped[c], held)
+                with stage("cache write"):
+                    self._write_chunk(c, buffer, skipped[c], held)
+
+    def _stale_temporaries(self) -> dict[str, list[Path]]:
+        """Temporary files of killed chunk writers, by chunk file name: one listing of the folder per call of
+        :meth:`_extract_claimed` (a listing per chunk made the run quadratic in the number of chunks)."""
+        stale: dict[str, list[Path]] = {}
+        with os.scandir(self.directory / "chunks") as entries:
+            for entry in entries:
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    stale.setdefault(entry.name[1:].split(".npz.", 1)[0] + ".npz", []).append(Path(entry.path))
+        return stale
 
     def _write_chunk(self, c: int, descriptors: np.ndarray, skipped: list[int], held: dict[int, int]) -> None:
         identity = chunk_identity(self.digest, c * self.chunk_rows, len(self._rows(c)))

@@ -18,12 +18,14 @@ from benchmarks.core.acquire import AcquireOptions, changed_files
 from benchmarks.core.data_root import name_under
 from benchmarks.core.errors import InputError
 from benchmarks.core.provenance import environment, git_state
-from benchmarks.evaluation.cache import DescriptorCache, cache_key, extract_cached
+from benchmarks.evaluation.cache import DescriptorCache, extract_cached
+from benchmarks.evaluation.cache_key import cache_key
 from benchmarks.evaluation.compression import Compression, prepare_search
 from benchmarks.evaluation.extract import Extracted, ExtractOptions
 from benchmarks.evaluation.metrics import oxford_scores, recall_at_n, revisited_scores
 from benchmarks.evaluation.results import Provenance, RunResult, metrics_of
 from benchmarks.evaluation.search import Search, ranking_holding
+from benchmarks.evaluation.stage_times import stage
 from datasets.base import (
     GroundTruth,
     LoadedDataset,
@@ -74,8 +76,11 @@ def extract_descriptors(method: type[RetrievalMethod], weights: str, dataset: An
     changed = changed_files(dataset.folder(options.data_root), dataset.files)
     if changed:  # a truncated or edited ground truth would score a wrong number that looks right
         raise InputError(changed[0])
-    loaded = dataset.load(options.data_root, options.split) if loaded is None else loaded
-    resolved = resolve_weights(method, weights, options.data_root, options.acquire)
+    if loaded is None:
+        with stage("list"):
+            loaded = dataset.load(options.data_root, options.split)
+    with stage("weights"):
+        resolved = resolve_weights(method, weights, options.data_root, options.acquire)
     model = resolved.model.to(options.device)
     protocol = model.protocol
     boxes = getattr(loaded.ground_truth, "query_boxes", None)
@@ -86,9 +91,12 @@ def extract_descriptors(method: type[RetrievalMethod], weights: str, dataset: An
                                 on_bad_image=options.on_bad_image, label=f"{method.name} weights {resolved.name}")
 
     def descriptors_of(paths: tuple[Path, ...], crop_boxes: np.ndarray | None) -> Extracted:
-        cache = DescriptorCache.under(options.data_root, cache_key(
-            method.name, model.config.to_dict(), resolved.sha256, protocol, paths, crop_boxes, options.data_root,
-            options.device, options.cache_dtype)) if options.cache else None
+        cache = None
+        if options.cache:
+            with stage("cache key (image contents hashed)"):
+                key = cache_key(method.name, model.config.to_dict(), resolved.sha256, protocol, paths, crop_boxes,
+                                options.data_root, options.device, options.cache_dtype)
+            cache = DescriptorCache.under(options.data_root, key)
         return extract_cached(model, paths, protocol, crop_boxes, extraction, cache)
 
     db, queries = descriptors_of(loaded.db_paths, None), descriptors_of(loaded.query_paths, boxes if crop else None)
@@ -106,11 +114,11 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
     metrics, per_query = _score(queries, _search_over_read(db, found.skipped_db, compression), loaded.ground_truth)
     commit, dirty = git_state()
     device = torch.cuda.get_device_name() if options.device.startswith("cuda") else options.device
+    with stage("manifest and digests"):
+        manifest, descriptor_sha256 = _manifest_sha256(loaded, options.data_root), _descriptor_sha256(db, queries)
     provenance = Provenance(
-        git_commit=commit, git_dirty=dirty, weights_sha256=resolved.sha256,
-        dataset_manifest_sha256=_manifest_sha256(loaded, options.data_root),
-        ground_truth_sha256=ground_truth_sha256(loaded.ground_truth),
-        descriptor_sha256=hashlib.sha256(db.tobytes() + queries.tobytes()).hexdigest(),
+        git_commit=commit, git_dirty=dirty, weights_sha256=resolved.sha256, dataset_manifest_sha256=manifest,
+        ground_truth_sha256=ground_truth_sha256(loaded.ground_truth), descriptor_sha256=descriptor_sha256,
         environment=environment(device), seed=None, date=datetime.now(UTC).isoformat(timespec="seconds"),
         wall_time_s=round(time.perf_counter() - started, 3),
         command=shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]]),
@@ -174,16 +182,32 @@ def _score(queries: np.ndarray, search: Search, gt: GroundTruth) -> tuple[dict[s
     """Rankings need every positive inside them for exact AP (benchmarks.evaluation.search.ranking_holding)."""
     if isinstance(gt, PlaceGroundTruth):
         depth = RECALL_NS[-1] * (gt.panorama_size or 1)
-        top = search.top_k(queries, depth)
-        return metrics_of(recall_at_n(top, gt.utm_queries, gt.utm_db, gt.threshold, RECALL_NS, gt.panorama_size))
+        with stage("search"):
+            top = search.top_k(queries, depth)
+        with stage("metrics"):
+            return metrics_of(recall_at_n(top, gt.utm_queries, gt.utm_db, gt.threshold, RECALL_NS, gt.panorama_size))
     if isinstance(gt, RevisitedGroundTruth):
         positives = [np.concatenate([e, h]) for e, h in zip(gt.easy, gt.hard, strict=True)]
-        ranks = ranking_holding(search, queries, positives)
-        return metrics_of(revisited_scores(ranks, gt.easy, gt.hard, gt.junk, gt.n_db))
+        with stage("search"):
+            ranks = ranking_holding(search, queries, positives)
+        with stage("metrics"):
+            return metrics_of(revisited_scores(ranks, gt.easy, gt.hard, gt.junk, gt.n_db))
     if isinstance(gt, OxfordGroundTruth):
-        ranks = ranking_holding(search, queries, gt.positives)
-        return metrics_of(oxford_scores(ranks, gt.positives, gt.junk, gt.n_db))
+        with stage("search"):
+            ranks = ranking_holding(search, queries, gt.positives)
+        with stage("metrics"):
+            return metrics_of(oxford_scores(ranks, gt.positives, gt.junk, gt.n_db))
     raise TypeError(f"cannot evaluate on ground truth of type {type(gt).__name__} (a training split?)")
+
+
+def _descriptor_sha256(db: np.ndarray, queries: np.ndarray, rows_per_block: int = 65536) -> str:
+    """sha256 of the database's then the queries' float32 bytes, streamed in blocks of rows (a memory-mapped
+    database is never copied whole)."""
+    digest = hashlib.sha256()
+    for array in (db, queries):
+        for start in range(0, len(array), rows_per_block):
+            digest.update(np.ascontiguousarray(array[start:start + rows_per_block]).data)
+    return digest.hexdigest()
 
 
 def _manifest_sha256(loaded: LoadedDataset, data_root: Path) -> str:

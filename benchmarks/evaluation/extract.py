@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from benchmarks.core.errors import InputError
+from benchmarks.evaluation.stage_times import stage
 from datasets.base import crop_query, query_box
 from methods.base import ExtractionProtocol
 
@@ -302,12 +303,19 @@ def run_batches(embed: Embed, paths: Sequence[Path], protocol: ExtractionProtoco
                         collate_fn=_collate, pin_memory=device.type == "cuda")
     with channels_last(embed) as module, tqdm(total=total, desc=f"{options.label}: extracting", unit="img",
                                               disable=None, leave=False, dynamic_ncols=True) as bar:
-        for rows, pixels, bad in loader:
+        batches = iter(loader)
+        while True:
+            with stage("read and decode"):
+                item = next(batches, None)
+            if item is None:
+                return
+            rows, pixels, bad = item
             bar.update(len(rows) + len(bad))
             if bad and options.on_bad_image == "fail":
                 raise InputError(f"cannot read image ({bad[0][1]}); {SKIP_HINT}", paths[bad[0][0]])
-            out = (embed_batch(embed, pixels, protocol, device, module) if len(rows)
-                   else np.empty((0, 0), np.float32))
+            with stage("model"):
+                out = (embed_batch(embed, pixels, protocol, device, module) if len(rows)
+                       else np.empty((0, 0), np.float32))
             _check_finite(out, rows.numpy(), paths, options.label)
             yield Batch(rows.numpy(), out, tuple(bad))
 
