@@ -53,9 +53,16 @@ class MSCFPMethod(VLADMethod):
     name = "mscfp"
     description = "MSCFP (ICMR 2020): ResNet conv5, 2x2 + 3x3 stride-1 max-pooling, NetVLAD K=64, PCA-whitening"
     config_class = MSCFPConfig
-    # Test resolutions 224 + 336 + 504 (Table 2's best; "336" alone in Table 1; the authors' code's input size
-    # is 336): read here as the longest side, i.e. downscale to 336 then scales 2/3, 1, 3/2.
-    protocol = ExtractionProtocol(max_size=336, scales=(2 / 3, 1.0, 1.5), crop_queries=True)
+    # The authors' extract_features_revisitop.py (at 1896f71, its Resize from netvlad_model.py get_transform as
+    # it was before f9c011f removed it, which the script still calls): every image resized to squares of
+    # int(r * side) for r = 3/2, 1, 2/3 by torchvision Resize((s, s), Image.ANTIALIAS), i.e. PIL's Lanczos on the
+    # decoded image, aspect not kept; a query cropped to its box (PIL crop), pasted centred on a white square of
+    # side max(256, w, h) (make_square), then resized to int(r * side * 0.7); the raw VLAD vectors summed over
+    # scales, L2, PCA-whitening, L2. side = 336 (NetVladBase.input_shape, resnet-conf.yaml when the paper was
+    # written, and Table 2's "224 + 336 + 504"); resnet-conf.yaml at 1896f71 says 512.
+    protocol = ExtractionProtocol(max_size=336, scales=(1.5, 1.0, 2 / 3), crop_queries=True, resize="square",
+                                  resize_kernel="lanczos", query_scale=0.7, query_pad=256,
+                                  scale_combination="sum_before_whitening")
     # Sec. 3.2: triplet margin 0.1 on squared distances; Algorithm 1 over k = 512 classes, mining batches of
     # 2048 images, one triplet per class (about 250), mining every 8 iterations; t = 20 as the authors' code.
     recipe = TripletRecipe(mining="classes", margin=0.1, optimizer="adam", lr=1e-5, tuples_per_batch=32,

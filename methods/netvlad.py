@@ -86,9 +86,12 @@ class VLADMethod(RetrievalMethod):
         """(B, 3, H, W) -> (B, K * D) NetVLAD vectors: what the triplet loss trains, before whitening."""
         return self.vlad(self.local_descriptors(images))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        vlad = self.aggregate(images)
+    def whiten(self, vlad: torch.Tensor) -> torch.Tensor:
+        """(B, K * D) -> (B, D_out): the whitening head (PCA-whitening, then L2; the identity without one)."""
         return vlad if self.whitening is None else F.normalize(self.whitening(vlad), dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.whiten(self.aggregate(images))
 
     def initialise(self, local_sample: np.ndarray, seed: int) -> dict[str, float]:
         """Before training: centroids by k-means of (M, D) sampled local descriptors, then the paper's alpha."""

@@ -56,7 +56,7 @@ def seeded_mscfp(**overrides: Any) -> MSCFPMethod:
     generator, as centroids.
     """
     torch.manual_seed(0)
-    model = MSCFPMethod(MSCFPConfig(backbone=TRUNK, whiten_dim=None, **overrides)).eval()
+    model = MSCFPMethod(MSCFPConfig(**{"backbone": TRUNK, "whiten_dim": None, **overrides})).eval()
     generator = torch.Generator().manual_seed(1)
     for module in model.backbone.modules():
         if isinstance(module, nn.BatchNorm2d):
