@@ -40,9 +40,11 @@ NETVLAD_DEMO := --config num_clusters=16 --config whiten_dim=128 --set train_fro
   --set lr=1e-4 --set cache_refresh=40 --set n_sampled_negatives=100 --set cluster_images=100 --set n_negatives=3 \
   --set frozen_batchnorm=true --val-split val
 NETVLAD_STEPS := 60
+# MSCFP's test squares of 336 x {3/2, 1, 2/3} (white query pad 256) scaled to the embedded images (128 x 96 to
+# 320 px): squares of 128 x {3/2, 1, 2/3}, query pad 96 (kept in the checkpoints, recorded in the results).
 MSCFP_DEMO := --config subvector_dim=64 --config num_clusters=16 --config whiten_dim=128 --set optimizer=adam \
   --set lr=1e-4 --set mining_classes=20 --set mining_batch=240 --set tuples_per_batch=8 --set cache_refresh=4 \
-  --set cluster_images=100 --set frozen_batchnorm=true
+  --set cluster_images=100 --set frozen_batchnorm=true --protocol max_size=128 --protocol query_pad=96
 MSCFP_STEPS := 80
 REMAP_DEMO := --config whiten_dim=128 --set optimizer=adam --set lr=1e-4 --set mining_classes=20 --set mining_batch=240 \
   --set tuples_per_batch=8 --set cache_refresh=4 --set cluster_images=100 --set frozen_batchnorm=true

@@ -198,6 +198,20 @@ def method_problems(registered_name: str, cls: type[RetrievalMethod], image_size
     return problems
 
 
+def protocol_with(protocol: ExtractionProtocol, pairs: Sequence[str]) -> ExtractionProtocol:
+    """``protocol`` with ``FIELD=VALUE`` pairs applied (``train --protocol max_size=128``); a bad pair is a
+    ValueError naming the field and the values it takes."""
+    return dataclasses.replace(protocol, **parse_overrides(ExtractionProtocol, pairs))
+
+
+def protocol_changes(model: RetrievalMethod) -> dict[str, Any]:
+    """The fields of ``model.protocol`` that differ from its class's, other than the input normalisation (a
+    checkpoint stores mean and std on their own)."""
+    declared = type(model).protocol
+    return {f.name: getattr(model.protocol, f.name) for f in dataclasses.fields(ExtractionProtocol)
+            if f.name not in ("mean", "std") and getattr(model.protocol, f.name) != getattr(declared, f.name)}
+
+
 def parse_overrides(cls: type, pairs: Sequence[str]) -> dict[str, Any]:
     """``["num_clusters=16", "whiten_dim=none", "pool_windows=2,3"]`` -> typed values for fields of the
     dataclass ``cls``, read as the field's declared type (``int | None``, ``float``, ``bool``, ``str``,

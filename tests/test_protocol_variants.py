@@ -110,3 +110,17 @@ def test_sum_before_whitening_whitens_the_normalised_sum() -> None:
 def test_bad_protocol_fields_are_refused(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ExtractionProtocol(**fields)
+
+
+def test_a_trained_protocol_change_is_kept_in_the_checkpoint(tmp_path: Path) -> None:
+    from methods.base import protocol_with
+    from methods.mscfp import MSCFPConfig, MSCFPMethod
+    from methods.weights import load_checkpoint, save_checkpoint
+
+    model = MSCFPMethod(MSCFPConfig(backbone="resnet18", subvector_dim=128, num_clusters=4, whiten_dim=None))
+    model.protocol = protocol_with(model.protocol, ["max_size=128", "query_pad=96", "scales=1.5,1,0.5"])
+    save_checkpoint(tmp_path / "m.pt", model, "resnet18.demo", {})
+    loaded = load_checkpoint(MSCFPMethod, tmp_path / "m.pt").model.protocol
+    assert loaded == dataclasses.replace(MSCFPMethod.protocol, max_size=128, query_pad=96, scales=(1.5, 1.0, 0.5))
+    with pytest.raises(ValueError, match="max_size"):
+        protocol_with(model.protocol, ["max_size=big"])
