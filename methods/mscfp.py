@@ -13,7 +13,11 @@ which produced the paper's numbers): ``netvlad_model.py`` ``NetVladBase.features
 dimension (``vlad_normalisation="over_clusters"``), then flattens it d-major and L2-normalises it. The
 paper's reading is the variant ``part_normalisation=False`` (the whole 2048-D column L2-normalised, then
 cut) with ``vlad_normalisation="per_cluster"`` (NetVLAD's intra-normalisation of each cluster's residual).
-``tests/test_mscfp_reference.py`` holds the suite to the authors' descriptor of one photo on shared weights.
+Also as their code: the NetVLAD layer starts from MiniBatchKMeans centroids of the parts with alpha 30 and
+b_k = -alpha |c_k| (``netvlad_init="authors"``; "paper" is NetVLAD's), and the test protocol (``protocol`` below:
+squares per scale, padded queries, the raw VLAD vectors summed over scales before the whitening).
+``tests/test_mscfp_reference.py`` holds the suite to the authors' descriptor of one photo on shared weights, and
+``tests/test_mscfp_protocol_reference.py`` to their whole test protocol.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,6 +35,10 @@ from methods.layers.column_pooling import split_columns, stride1_max_pool_column
 from methods.layers.netvlad import NetVLAD
 from methods.netvlad import NetVLADConfig, VLADMethod
 from methods.train import TripletRecipe
+
+
+NETVLAD_INITS = ("authors", "paper")
+AUTHORS_ALPHA = 30.0  # netvlad.py NetVLAD(alpha=30.0), never changed by their code
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,16 @@ class MSCFPConfig(NetVLADConfig):
     subvector_dim: int = 512
     part_normalisation: bool = True    # True: each 512-D part to unit norm (authors' code); False: the column
     vlad_normalisation: str = "over_clusters"  # authors' code; "per_cluster": NetVLAD's (the paper's reading)
+    # "authors": MiniBatchKMeans centroids, alpha 30, b_k = -alpha |c_k| (their netvlad_model.py initialize_netvlad,
+    # netvlad.py init_params); "paper": NetVLAD's (faiss k-means, alpha measured, b_k = -alpha |c_k|^2)
+    netvlad_init: str = "authors"
     # checkpoints saved before these fields existed computed the paper's reading
-    absent_means: ClassVar[Mapping[str, Any]] = {"part_normalisation": False, "vlad_normalisation": "per_cluster"}
+    absent_means: ClassVar[Mapping[str, Any]] = {"part_normalisation": False, "vlad_normalisation": "per_cluster",
+                                                 "netvlad_init": "paper"}
+
+    def __post_init__(self) -> None:
+        if self.netvlad_init not in NETVLAD_INITS:
+            raise ValueError(f"netvlad_init must be {' or '.join(NETVLAD_INITS)}, not {self.netvlad_init!r}")
 
 
 @METHODS.register("mscfp")
@@ -78,6 +95,17 @@ class MSCFPMethod(VLADMethod):
     def vlad_layer(self) -> NetVLAD:
         cfg = self.config
         return NetVLAD(self.local_dim, cfg.num_clusters, cfg.assignment_bias, cfg.vlad_normalisation)
+
+    def initialise(self, local_sample: np.ndarray, seed: int) -> dict[str, float]:
+        """Before training: the authors' MiniBatchKMeans of (M, 512) parts (their random_state 424242 is the
+        suite's ``seed``), alpha 30 (``netvlad_init="authors"``); or NetVLAD's initialisation ("paper")."""
+        if self.config.netvlad_init == "paper":
+            return super().initialise(local_sample, seed)
+        from sklearn.cluster import MiniBatchKMeans
+
+        fitted = MiniBatchKMeans(n_clusters=self.vlad.num_clusters, random_state=seed).fit(local_sample)
+        self.vlad.initialise_fixed_alpha(fitted.cluster_centers_, AUTHORS_ALPHA)
+        return {"alpha": AUTHORS_ALPHA}
 
     def local_descriptors(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, subvector_dim, N * C / subvector_dim) unit-norm parts (or parts of unit columns)."""
