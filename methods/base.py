@@ -102,13 +102,27 @@ class ExtractionProtocol:
 
 
 @dataclass(frozen=True)
+class TrainingPlan:
+    """How a method without published weights is trained for its reproduction: ``steps`` of the recipe, each on
+    ``images_per_step`` images (a batch of tuples or crops), on ``dataset``'s ``split``; ``source`` says where
+    the numbers come from."""
+
+    dataset: str
+    steps: int
+    images_per_step: int
+    source: str
+    split: str = "train"
+
+
+@dataclass(frozen=True)
 class Reproduction:
     """What ``python -m benchmarks reproduce METHOD`` needs: the datasets of the paper's table (with ``--r1m`` also
-    ``r1m_datasets``) and the published weights evaluated by default."""
+    ``r1m_datasets``), the published weights evaluated by default, or the ``training`` that makes them."""
 
     datasets: tuple[str, ...]
     weights: tuple[str, ...]
     r1m_datasets: tuple[str, ...] = ()
+    training: TrainingPlan | None = None
 
 
 class RetrievalMethod(nn.Module, abc.ABC):

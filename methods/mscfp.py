@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from methods import METHODS
-from methods.base import ExtractionProtocol, WeightsSpec
+from methods.base import ExtractionProtocol, Reproduction, TrainingPlan, WeightsSpec
 from methods.layers.column_pooling import split_columns, stride1_max_pool_columns
 from methods.layers.netvlad import NetVLAD
 from methods.netvlad import NetVLADConfig, VLADMethod
@@ -87,6 +87,10 @@ class MSCFPMethod(VLADMethod):
     # The authors' code loads cnnimageretrieval's Caffe-converted ImageNet ResNet-101 (fed RGB, ImageNet mean/std).
     initialisations = {"resnet101": "resnet101.in1k_caffe"}
     weights: ClassVar[dict[str, WeightsSpec]] = {}  # no public weights: trained by the user
+    # The authors' resnet-conf.yaml: 241 epochs of 400 steps, 6 triplets (18 images) a step, on GLDv2-clean.
+    reproduction = Reproduction(datasets=("oxford5k", "paris6k", "holidays"), weights=(),
+                                training=TrainingPlan("gldv2", steps=96_400, images_per_step=18,
+                                                      source="the authors' resnet-conf.yaml at 1896f71"))
 
     @property
     def local_dim(self) -> int:
