@@ -18,7 +18,7 @@ from methods.netvlad import NetVLADConfig, NetVLADMethod
 @pytest.mark.parametrize(("method", "expected"), [
     ("netvlad", ["pitts30k:", "tokyo247:", "oxford5k:", "holidays:", "weights vgg16.pitts30k: Pitts30K_struct.mat",
                  "with weights: vgg16.pitts30k, vgg16.tokyotm"]),
-    ("mscfp", ["initialisation resnet101.in1k_caffe", "mscfp on gldv2 train, 96400 steps of 18 images",
+    ("mscfp", ["initialisation resnet101.in1k_caffe", "mscfp on gldv2 train, 160000 steps of 18 images",
                "with weights: resnet101.gldv2 (the trained checkpoint)"]),
     ("remap", ["initialisation resnext101_32x8d.in1k_torchvision", "remap on gldv2 train, 20000 steps of 96 images",
                "not in the paper: the suite's guess"]),
