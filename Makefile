@@ -7,7 +7,8 @@ STAMP := $(VENV)/.requirements-installed
 DEMO := out/demo
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo methods-demo embedded-results test speed clean-venv speed-search reproduce-dolg tables check regression demo-tables
+.PHONY: demo methods-demo embedded-results test speed clean-venv speed-search reproduce-dolg reproduce-netvlad \
+  reproduce-mscfp reproduce-remap tables check regression demo-tables
 
 $(STAMP): requirements.txt
 	@echo "== setting up $(VENV): the pinned requirements in one pip command (torch pinned exactly)"
@@ -40,9 +41,11 @@ NETVLAD_DEMO := --config num_clusters=16 --config whiten_dim=128 --set train_fro
   --set lr=1e-4 --set cache_refresh=40 --set n_sampled_negatives=100 --set cluster_images=100 --set n_negatives=3 \
   --set frozen_batchnorm=true --val-split val
 NETVLAD_STEPS := 60
+# MSCFP's test squares of 336 x {3/2, 1, 2/3} (white query pad 256) scaled to the embedded images (128 x 96 to
+# 320 px): squares of 128 x {3/2, 1, 2/3}, query pad 96 (kept in the checkpoints, recorded in the results).
 MSCFP_DEMO := --config subvector_dim=64 --config num_clusters=16 --config whiten_dim=128 --set optimizer=adam \
   --set lr=1e-4 --set mining_classes=20 --set mining_batch=240 --set tuples_per_batch=8 --set cache_refresh=4 \
-  --set cluster_images=100 --set frozen_batchnorm=true
+  --set cluster_images=100 --set frozen_batchnorm=true --protocol max_size=128 --protocol query_pad=96
 MSCFP_STEPS := 80
 REMAP_DEMO := --config whiten_dim=128 --set optimizer=adam --set lr=1e-4 --set mining_classes=20 --set mining_batch=240 \
   --set tuples_per_batch=8 --set cache_refresh=4 --set cluster_images=100 --set frozen_batchnorm=true
@@ -115,6 +118,32 @@ reproduce-dolg: $(STAMP)
 	$(PY) -m benchmarks reproduce dolg $(if $(filter 1 yes true,$(R1M)),--r1m --allow-insecure-http) $(REPRODUCE_ARGS)
 	@if $(PY) -m benchmarks tables --help >/dev/null 2>&1; then $(PY) -m benchmarks tables --paper dolg --print; \
 	else echo "== the comparison table needs the tables command, not in this checkout yet"; fi
+
+# NetVLAD's tables from the authors' released models: Pitts30k, Pitts250k, Tokyo 24/7, Oxford5k, Paris6k, Holidays
+# (the Pittsburgh and Tokyo images are given out on request: --images, see README). `reproduce netvlad --plan`
+# lists the files and the time. Extra flags through REPRODUCE_ARGS.
+reproduce-netvlad: $(STAMP)
+	$(PY) -m benchmarks reproduce netvlad --plan
+	$(PY) -m benchmarks reproduce netvlad $(REPRODUCE_ARGS)
+
+# MSCFP and REMAP publish no weights: the plan, then the paper's recipe from its initialisation on the training data
+# the method's `reproduction.training` declares (read from the plugin, not repeated here), then its benchmarks.
+# TRAIN_ARGS reaches `train` (--device cuda, --mirror URL); under torchrun, run the train line by hand.
+REPRODUCE_DIR ?= out/reproduce
+TRAINING_OF = $(PY) -c "import sys; from methods import load_plugins; t = load_plugins().get(sys.argv[1]).reproduction.training; print(f'--dataset {t.dataset} --split {t.split} --steps {t.steps}')"
+define REPRODUCE_TRAINED
+$(PY) -m benchmarks reproduce $(1) --plan
+$(PY) -m benchmarks train $(1) $$($(TRAINING_OF) $(1)) --name $(2) --out $(REPRODUCE_DIR)/$(1)-$(2).pt $(TRAIN_ARGS)
+$(PY) -m benchmarks reproduce $(1) --weights $(REPRODUCE_DIR)/$(1)-$(2).pt $(REPRODUCE_ARGS)
+endef
+
+reproduce-mscfp: $(STAMP)
+	@mkdir -p $(REPRODUCE_DIR)
+	$(call REPRODUCE_TRAINED,mscfp,resnet101.gldv2)
+
+reproduce-remap: $(STAMP)
+	@mkdir -p $(REPRODUCE_DIR)
+	$(call REPRODUCE_TRAINED,remap,resnext101_32x8d.gldv2)
 
 # The demo's last step: the embedded comparison table of its runs (printed, and written with its LaTeX), the
 # Recall@N curves and mAP bars, and ranked-list galleries of three trained models, all in $(DEMO)/tables.

@@ -20,7 +20,10 @@ from datasets.base import CROP_ROUNDINGS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SCALE_RESIZES = ("torch", "opencv")  # see benchmarks.evaluation.extract.resize_to_scale
+SCALE_RESIZES = ("torch", "opencv")  # see benchmarks.evaluation.scales.resize_to_scale
+SCALE_COMBINATIONS = ("average_descriptors", "sum_before_whitening")  # see benchmarks.evaluation.scales.embed_at_scales
+RESIZES = ("longest_side", "square")
+RESIZE_KERNELS = ("bilinear", "lanczos")  # PIL's BILINEAR and LANCZOS (= its former ANTIALIAS)
 
 
 @dataclass(frozen=True)
@@ -57,15 +60,19 @@ class WeightsSpec:
 class ExtractionProtocol:
     """How the paper extracts test descriptors.
 
-    ``max_size``: images whose longest side exceeds it are downscaled to it (aspect kept) before the scales
-    apply; smaller ones are not enlarged (None: the image as it is). Multi-scale
-    descriptors are L2-normalised per scale, averaged and re-normalised. ``crop_queries``: queries are
-    cropped to their ground-truth box first (revisited protocol), the box's coordinates rounded (``crop_rounding``
-    "round", revisitop's Pillow crop) or truncated and clamped ("truncate", numpy slicing after ``int()``).
-    ``exif_orientation``: the image is first turned as its EXIF orientation tag says (OpenCV's ``imread`` does
-    so; PIL's ``open``, MATLAB's ``imread`` and revisitop's code read the stored pixels as they are).
-    ``scale_resize``: how an image is resized to each scale, "torch" or "opencv" (see
-    ``benchmarks.evaluation.extract.embed_at_scales``).
+    ``resize`` "longest_side": images whose longest side exceeds ``max_size`` are downscaled to it (aspect kept)
+    before the scales apply; smaller ones are not enlarged (None: the image as it is); each scale is then resized
+    from that (``scale_resize``: "torch" or "opencv", see ``benchmarks.evaluation.scales.resize_to_scale``). "square": at
+    each scale s the read image is resized to a square of side ``int(s * max_size)`` (aspect not kept), a query
+    (an image given a box) to ``int(s * max_size * query_scale)``, after being pasted centred on a white square
+    of side ``max(query_pad, width, height)`` when ``query_pad`` is set (MSCFP's authors' code). Resizes of the
+    read image use PIL's ``resize_kernel``. ``scale_combination``: "average_descriptors", each scale's descriptor
+    L2-normalised, summed and re-normalised; "sum_before_whitening", the method's descriptors before its whitening
+    head summed, L2-normalised, then through the head. ``crop_queries``: queries are cropped to their ground-truth
+    box first (revisited protocol), the box's coordinates rounded (``crop_rounding`` "round", revisitop's Pillow
+    crop) or truncated and clamped ("truncate", numpy slicing after ``int()``). ``exif_orientation``: the image is
+    first turned as its EXIF orientation tag says (OpenCV's ``imread`` does so; PIL's ``open``, MATLAB's
+    ``imread`` and revisitop's code read the stored pixels as they are).
     """
 
     max_size: int | None = 1024
@@ -76,21 +83,46 @@ class ExtractionProtocol:
     exif_orientation: bool = False
     crop_rounding: str = "round"
     scale_resize: str = "torch"
+    scale_combination: str = "average_descriptors"
+    resize: str = "longest_side"
+    resize_kernel: str = "bilinear"
+    query_scale: float = 1.0
+    query_pad: int | None = None
 
     def __post_init__(self) -> None:
-        if self.crop_rounding not in CROP_ROUNDINGS or self.scale_resize not in SCALE_RESIZES:
-            raise ValueError(f"crop_rounding must be {' or '.join(CROP_ROUNDINGS)}, scale_resize "
-                             f"{' or '.join(SCALE_RESIZES)}: got {self.crop_rounding!r}, {self.scale_resize!r}")
+        for name, allowed in (("crop_rounding", CROP_ROUNDINGS), ("scale_resize", SCALE_RESIZES),
+                              ("scale_combination", SCALE_COMBINATIONS), ("resize", RESIZES),
+                              ("resize_kernel", RESIZE_KERNELS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"protocol {name} must be {' or '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.resize == "square" and self.max_size is None:
+            raise ValueError("protocol resize 'square' needs max_size, the square's side at scale 1")
+        if self.resize != "square" and (self.query_scale != 1.0 or self.query_pad is not None):
+            raise ValueError("protocol query_scale and query_pad apply to resize 'square' only")
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How a method without published weights is trained for its reproduction: ``steps`` of the recipe, each on
+    ``images_per_step`` images (a batch of tuples or crops), on ``dataset``'s ``split``; ``source`` says where
+    the numbers come from."""
+
+    dataset: str
+    steps: int
+    images_per_step: int
+    source: str
+    split: str = "train"
 
 
 @dataclass(frozen=True)
 class Reproduction:
     """What ``python -m benchmarks reproduce METHOD`` needs: the datasets of the paper's table (with ``--r1m`` also
-    ``r1m_datasets``) and the published weights evaluated by default."""
+    ``r1m_datasets``), the published weights evaluated by default, or the ``training`` that makes them."""
 
     datasets: tuple[str, ...]
     weights: tuple[str, ...]
     r1m_datasets: tuple[str, ...] = ()
+    training: TrainingPlan | None = None
 
 
 class RetrievalMethod(nn.Module, abc.ABC):
@@ -178,6 +210,20 @@ def method_problems(registered_name: str, cls: type[RetrievalMethod], image_size
     elif not torch.isfinite(out).all() or not torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-4):
         problems.append(f"{registered_name}: descriptors are not finite and L2-normalised")
     return problems
+
+
+def protocol_with(protocol: ExtractionProtocol, pairs: Sequence[str]) -> ExtractionProtocol:
+    """``protocol`` with ``FIELD=VALUE`` pairs applied (``train --protocol max_size=128``); a bad pair is a
+    ValueError naming the field and the values it takes."""
+    return dataclasses.replace(protocol, **parse_overrides(ExtractionProtocol, pairs))
+
+
+def protocol_changes(model: RetrievalMethod) -> dict[str, Any]:
+    """The fields of ``model.protocol`` that differ from its class's, other than the input normalisation (a
+    checkpoint stores mean and std on their own)."""
+    declared = type(model).protocol
+    return {f.name: getattr(model.protocol, f.name) for f in dataclasses.fields(ExtractionProtocol)
+            if f.name not in ("mean", "std") and getattr(model.protocol, f.name) != getattr(declared, f.name)}
 
 
 def parse_overrides(cls: type, pairs: Sequence[str]) -> dict[str, Any]:

@@ -10,12 +10,10 @@ descriptor. Channel counts come from the trunk (1024 / 2048 for ResNet-50/101). 
 
 Test protocol of the official evaluation (``evaler/infer.py``, ``evaler/process.py``): the whole image, no
 fixed resize, at scales 0.3535, 0.5, 0.7071, 1, 1.4142; each scale's descriptor L2-normalised, summed and
-re-normalised; queries cropped to their box. Differences of this suite's extraction, kept on purpose because
-every method shares it: the official code resizes with OpenCV's bilinear ``cv2.resize`` to ``round(h * s)``
-(half-pixel centres like ``align_corners=False``, no antialiasing when shrinking), this suite with
-``F.interpolate(scale_factor=s, mode="bilinear", align_corners=False, antialias=s < 1)`` (sizes floored);
-the official query crop truncates the box with ``int()``, this suite rounds it (revisitop's Python
-convention); images are decoded by Pillow here, by OpenCV there.
+re-normalised; queries cropped to their box. Declared in ``protocol`` as that code reads and resizes: images
+decoded with their EXIF orientation applied (``cv2.imread``), the box truncated by ``int()`` and sliced, each
+scale resized by ``cv2.resize`` INTER_LINEAR to ``int(round(h * s))`` (no antialiasing);
+``tests/test_dolg_protocol_reference.py`` holds the whole path to the official code's descriptors.
 
 Released weights: the authors' pycls checkpoints (``model_state``; on a file host that needs an account) and
 their public copy as plain state dicts on the Hugging Face hub (``Shiro/DOLG``, the layout of the ``dolg``

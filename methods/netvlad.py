@@ -25,7 +25,7 @@ from torch import nn
 
 from benchmarks.core.errors import InputError
 from methods import METHODS
-from methods.base import Config, ExtractionProtocol, RetrievalMethod, WeightsSpec
+from methods.base import Config, ExtractionProtocol, Reproduction, RetrievalMethod, WeightsSpec
 from methods.layers.backbone import create_backbone, feature_channels
 from methods.layers.netvlad import NetVLAD, kmeans
 from methods.layers.whitening import PCAWhitening
@@ -86,9 +86,12 @@ class VLADMethod(RetrievalMethod):
         """(B, 3, H, W) -> (B, K * D) NetVLAD vectors: what the triplet loss trains, before whitening."""
         return self.vlad(self.local_descriptors(images))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        vlad = self.aggregate(images)
+    def whiten(self, vlad: torch.Tensor) -> torch.Tensor:
+        """(B, K * D) -> (B, D_out): the whitening head (PCA-whitening, then L2; the identity without one)."""
         return vlad if self.whitening is None else F.normalize(self.whitening(vlad), dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.whiten(self.aggregate(images))
 
     def initialise(self, local_sample: np.ndarray, seed: int) -> dict[str, float]:
         """Before training: centroids by k-means of (M, D) sampled local descriptors, then the paper's alpha."""
@@ -124,6 +127,9 @@ class NetVLADMethod(VLADMethod):
     weights = {"vgg16.pitts30k": _released("Pitts30K_struct.mat", "vd16_pitts30k_conv5_3_vlad_preL2_intra_white"),
                "vgg16.tokyotm": _released("TokyoTM_struct.mat", "vd16_tokyoTM_conv5_3_vlad_preL2_intra_white"),
                **patchnetvlad_weights()}
+    # The paper's Table 1 (Pitts, Tokyo) and Table 3 (retrieval) rows of the authors' released models.
+    reproduction = Reproduction(datasets=("pitts30k", "pitts250k", "tokyo247", "oxford5k", "paris6k", "holidays"),
+                                weights=("vgg16.pitts30k", "vgg16.tokyotm"))
 
     @classmethod
     def config_for_trunk(cls, backbone: str) -> dict[str, Any]:

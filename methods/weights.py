@@ -28,7 +28,7 @@ from benchmarks.core.atomic import atomic_write_bytes, atomic_write_text
 from benchmarks.core.download import sha256_of
 from benchmarks.core.errors import InputError
 from benchmarks.core.ids import WEIGHTS_NAME_PATTERN
-from methods.base import Config, RetrievalMethod
+from methods.base import Config, RetrievalMethod, protocol_changes
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def save_checkpoint(path: Path, model: RetrievalMethod, weights_name: str, origi
         raise ValueError(f"weights name {weights_name!r} is not 'arch.tag' in lowercase")
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": model.name, "weights": weights_name,
                "config": model.config.to_dict(), "mean": list(model.protocol.mean), "std": list(model.protocol.std),
+               "protocol": {k: list(v) if isinstance(v, tuple) else v for k, v in protocol_changes(model).items()},
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                "origin": dict(origin)}
     buffer = io.BytesIO()
@@ -69,7 +70,7 @@ def save_checkpoint(path: Path, model: RetrievalMethod, weights_name: str, origi
     atomic_write_bytes(path, buffer.getvalue())
     digest = sha256_of(path)
     atomic_write_text(Path(f"{path}.json"), json.dumps(
-        {"sha256": digest, **{k: payload[k] for k in ("method", "weights", "config", "mean", "std", "origin")}},
+        {"sha256": digest, **{k: payload[k] for k in ("method", "weights", "config", "mean", "std", "protocol", "origin")}},
         indent=2, sort_keys=True) + "\n")
     return digest
 
@@ -95,7 +96,12 @@ def load_checkpoint(cls: type[RetrievalMethod], path: Path) -> LoadedWeights:
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as error:  # a field of the wrong type
         raise InputError(f"damaged checkpoint: its config does not build a {cls.name} model ({type(error).__name__}: "
                          f"{str(error).splitlines()[0][:160] if str(error) else ''}); write it again", path) from None
-    model.protocol = dataclasses.replace(model.protocol, mean=tuple(payload["mean"]), std=tuple(payload["std"]))
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in payload.get("protocol", {}).items()}
+    try:  # the protocol it was trained with where that departs from the method's (train --protocol)
+        model.protocol = dataclasses.replace(model.protocol, mean=tuple(payload["mean"]), std=tuple(payload["std"]),
+                                             **changes)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"the checkpoint's protocol is not one this suite reads ({error}); retrain it", path) from None
     load_state_strictly(model, payload["state_dict"], path)
     started = payload.get("origin", {}).get("trunk_initialisation")
     return LoadedWeights(model.eval(), payload["weights"], sha256_of(path), Path(path),

@@ -131,8 +131,11 @@ def test_the_key_covers_everything_that_changes_a_descriptor(images: list[Path],
     assert base == key(paths=[copy / p.name for p in images], data_root=copy)
     changed = [key(method="other"), key(config={"k": 2}), key(weights_sha256="b" * 64),
                key(protocol=dataclasses.replace(PROTOCOL, max_size=64)), key(paths=images[::-1]),
-               key(boxes=np.ones((len(images), 4))), key(device="cuda"), key(dtype="float16")]
-    assert all(c != base for c in changed)
+               key(boxes=np.ones((len(images), 4))), key(device="cuda"), key(dtype="float16"),
+               key(protocol=dataclasses.replace(PROTOCOL, scale_combination="sum_before_whitening")),
+               key(protocol=dataclasses.replace(PROTOCOL, resize="square", query_scale=0.7, query_pad=256)),
+               key(protocol=dataclasses.replace(PROTOCOL, resize_kernel="lanczos"))]
+    assert len({json.dumps(c, sort_keys=True) for c in changed} | {json.dumps(base, sort_keys=True)}) == len(changed) + 1
     grown = tmp_path / images[0].name
     grown.write_bytes(images[0].read_bytes() + b"\0")
     assert key(paths=[grown, *images[1:]], data_root=tmp_path)["images_sha256"] != base["images_sha256"]

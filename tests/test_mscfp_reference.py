@@ -56,7 +56,7 @@ def seeded_mscfp(**overrides: Any) -> MSCFPMethod:
     generator, as centroids.
     """
     torch.manual_seed(0)
-    model = MSCFPMethod(MSCFPConfig(backbone=TRUNK, whiten_dim=None, **overrides)).eval()
+    model = MSCFPMethod(MSCFPConfig(**{"backbone": TRUNK, "whiten_dim": None, **overrides})).eval()
     generator = torch.Generator().manual_seed(1)
     for module in model.backbone.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -134,3 +134,22 @@ def test_a_checkpoint_saved_before_the_fields_existed_loads_as_the_papers_readin
     assert (loaded.part_normalisation, loaded.vlad_normalisation) == (False, "per_cluster")
     save_checkpoint(tmp_path / "new.pt", MSCFPMethod(config), "resnet18.new", {})
     assert load_checkpoint(MSCFPMethod, tmp_path / "new.pt").model.config == config  # new ones keep theirs
+
+
+def test_the_authors_initialisation_alpha_30_bias_minus_alpha_norm() -> None:
+    """netvlad.py init_params: w = 2 alpha c, b = -alpha |c| with alpha 30; centroids by MiniBatchKMeans."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    sample = F.normalize(torch.randn(400, 128, generator=torch.Generator().manual_seed(3)), dim=1).numpy()
+    model = MSCFPMethod(MSCFPConfig(backbone="resnet18", subvector_dim=128, num_clusters=4, whiten_dim=None))
+    assert model.initialise(sample, seed=7) == {"alpha": 30.0}
+    expected = MiniBatchKMeans(n_clusters=4, random_state=7).fit(sample).cluster_centers_
+    np.testing.assert_allclose(model.vlad.centroids.detach().numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(model.vlad.assignment.weight.detach().numpy(), 60.0 * expected, rtol=1e-5)
+    np.testing.assert_allclose(model.vlad.assignment.bias.detach().numpy(), -30.0 * np.linalg.norm(expected, axis=1),
+                               rtol=1e-5)
+    paper = MSCFPMethod(MSCFPConfig(backbone="resnet18", subvector_dim=128, num_clusters=4, whiten_dim=None,
+                                    netvlad_init="paper"))
+    assert paper.initialise(sample, seed=7)["alpha"] != 30.0
+    with pytest.raises(ValueError, match="netvlad_init must be authors or paper"):
+        MSCFPConfig(netvlad_init="random")

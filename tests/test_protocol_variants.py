@@ -2,6 +2,7 @@
 the truncated query crop of DOLG's official evaluation, against references and hand-computed cases."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.evaluation.extract import output_sizes, read_pixels, resize_to_scale
+from benchmarks.evaluation.extract import output_sizes, read_pixels
+from benchmarks.evaluation.scales import embed_at_scales, pad_to_square, resize_to_scale, square_sides
 from datasets.base import query_box
 from methods.base import ExtractionProtocol
 from methods.dolg import DOLGMethod
@@ -54,5 +56,71 @@ def test_truncated_crop_reads_the_pixels_numpy_slicing_gives(tmp_path: Path) -> 
 def test_dolg_declares_its_official_protocol_and_unknown_values_are_refused() -> None:
     protocol = DOLGMethod.protocol
     assert (protocol.scale_resize, protocol.crop_rounding, protocol.exif_orientation) == ("opencv", "truncate", True)
-    with pytest.raises(ValueError, match="scale_resize torch or opencv"):
+    with pytest.raises(ValueError, match="scale_resize must be torch or opencv"):
         ExtractionProtocol(scale_resize="pil")
+
+
+def test_square_sides_are_the_authors_int_of_the_products() -> None:
+    protocol = ExtractionProtocol(max_size=336, scales=(1.5, 1.0, 2 / 3), resize="square", query_scale=0.7)
+    assert square_sides(protocol, query=False) == [504, 336, 224]  # the paper's "224 + 336 + 504"
+    assert square_sides(protocol, query=True) == [352, 235, 156]   # int(504 * 0.7) = int(352.8), ...
+    assert square_sides(dataclasses.replace(protocol, max_size=512), query=True) == [537, 358, 238]
+
+
+def test_query_pad_is_white_and_centred_by_truncation() -> None:
+    image = Image.new("RGB", (5, 300), (10, 20, 30))
+    padded = np.asarray(pad_to_square(image, 256))
+    assert padded.shape == (300, 300, 3)
+    columns = np.flatnonzero((padded[0] == (10, 20, 30)).all(axis=1))
+    assert (columns[0], columns[-1]) == (147, 151)  # int((300 - 5) / 2) = 147
+    assert (padded[:, 0] == 255).all() and (padded[:, -1] == 255).all()
+    assert np.asarray(pad_to_square(Image.new("RGB", (10, 20)), 256)).shape == (256, 256, 3)
+
+
+class _Head(torch.nn.Module):
+    """aggregate: x -> mean colour (unit norm); whiten: a fixed linear map, then L2."""
+
+    def aggregate(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(images.mean(dim=(2, 3)), dim=1)
+
+    def whiten(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(x @ torch.tensor([[1.0, 0.0], [2.0, 1.0], [0.0, -1.0]]), dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.whiten(self.aggregate(images))
+
+
+def test_sum_before_whitening_whitens_the_normalised_sum() -> None:
+    model = _Head()
+    scales = [torch.rand(2, 3, 4, 4), torch.rand(2, 3, 6, 6)]
+    total = torch.nn.functional.normalize(model.aggregate(scales[0]) + model.aggregate(scales[1]), dim=1)
+    before = ExtractionProtocol(max_size=6, scales=(1.0, 1.5), resize="square",
+                                scale_combination="sum_before_whitening")
+    torch.testing.assert_close(embed_at_scales(model, scales, before), model.whiten(total))
+    averaged = torch.nn.functional.normalize(model(scales[0]) + model(scales[1]), dim=1)
+    torch.testing.assert_close(embed_at_scales(model, scales, dataclasses.replace(
+        before, scale_combination="average_descriptors")), averaged)
+    assert not torch.allclose(averaged, model.whiten(total))
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"scale_combination": "sum"}, "scale_combination must be average_descriptors or sum_before_whitening"),
+    ({"resize": "square", "max_size": None}, "needs max_size"),
+    ({"query_scale": 0.7}, "apply to resize 'square' only")])
+def test_bad_protocol_fields_are_refused(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ExtractionProtocol(**fields)
+
+
+def test_a_trained_protocol_change_is_kept_in_the_checkpoint(tmp_path: Path) -> None:
+    from methods.base import protocol_with
+    from methods.mscfp import MSCFPConfig, MSCFPMethod
+    from methods.weights import load_checkpoint, save_checkpoint
+
+    model = MSCFPMethod(MSCFPConfig(backbone="resnet18", subvector_dim=128, num_clusters=4, whiten_dim=None))
+    model.protocol = protocol_with(model.protocol, ["max_size=128", "query_pad=96", "scales=1.5,1,0.5"])
+    save_checkpoint(tmp_path / "m.pt", model, "resnet18.demo", {})
+    loaded = load_checkpoint(MSCFPMethod, tmp_path / "m.pt").model.protocol
+    assert loaded == dataclasses.replace(MSCFPMethod.protocol, max_size=128, query_pad=96, scales=(1.5, 1.0, 0.5))
+    with pytest.raises(ValueError, match="max_size"):
+        protocol_with(model.protocol, ["max_size=big"])

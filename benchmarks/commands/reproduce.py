@@ -28,17 +28,23 @@ from benchmarks.commands.options import ROOT, device_for
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
 @click.option("--allow-dirty", is_flag=True,
               help="Run although the suite has uncommitted changes (the results say so).")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Print what would be downloaded, trained and evaluated, with a time estimate on an H100, and exit "
+                   "(nothing fetched or written).")
 def reproduce_command(method: str, r1m: bool, weights: tuple[str, ...], datasets: tuple[str, ...],
                       crop_queries: bool | None, results_dir: Path | None, root: Path | None,
                       mirrors: tuple[str, ...], mirror_only: bool, allow_insecure_http: bool, batch_size: int,
-                      device: str | None, allow_dirty: bool) -> None:
+                      device: str | None, allow_dirty: bool, plan_only: bool) -> None:
     """Reproduce METHOD's table: fetch what it needs (checked first), evaluate each weights on each dataset."""
     from benchmarks.core.acquire import AcquireOptions
     from benchmarks.core.data_root import data_root
     from benchmarks.evaluation.reproduce import ReproduceOptions, reproduce
+    from benchmarks.evaluation.reproduce_plan import plan_lines
     from benchmarks.evaluation.results import RESULTS_DIR, record_dirty, require_clean_tree, write_result
     from methods import load_plugins
 
+    if plan_only:
+        return click.echo("\n".join(plan_lines(load_plugins().get(method), data_root(root))))
     require_clean_tree(allow_dirty)
     cls = load_plugins().get(method)
     options = ReproduceOptions(data_root=data_root(root), r1m=r1m, datasets=datasets, weights=weights,

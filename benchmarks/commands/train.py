@@ -21,6 +21,9 @@ from benchmarks.commands.options import ROOT, dataset_spec, device_for
               help="Override a field of the method's Config (backbone=resnet18, num_clusters=16). Repeatable.")
 @click.option("--set", "recipe_pairs", multiple=True, metavar="FIELD=VALUE",
               help="Override a field of the method's training recipe (lr=0.01, cache_refresh=50). Repeatable.")
+@click.option("--protocol", "protocol_pairs", multiple=True, metavar="FIELD=VALUE",
+              help="Override a field of the method's test protocol (max_size=128), kept in the checkpoint and "
+                   "recorded in every result made from it. Repeatable.")
 @click.option("--name", required=True, help="Weights name, arch.tag (resnet18.synth_places).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write.")
 @click.option("--init", default=None, metavar="NAME|PATH|none",
@@ -30,8 +33,9 @@ from benchmarks.commands.options import ROOT, dataset_spec, device_for
 @ROOT
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present).")
 def train_command(method: str, dataset: str, split: str, val_split: str | None, steps: int, seed: int,
-                  config_pairs: tuple[str, ...], recipe_pairs: tuple[str, ...], name: str, out: Path,
-                  init: str | None, mirrors: tuple[str, ...], root: Path | None, device: str | None) -> None:
+                  config_pairs: tuple[str, ...], recipe_pairs: tuple[str, ...], protocol_pairs: tuple[str, ...],
+                  name: str, out: Path, init: str | None, mirrors: tuple[str, ...], root: Path | None,
+                  device: str | None) -> None:
     """Train METHOD on a dataset's training split from its recipe's initialisation; resumable (OUT.state), runs
     under torchrun as well."""
     import dataclasses
@@ -43,7 +47,7 @@ def train_command(method: str, dataset: str, split: str, val_split: str | None, 
     from benchmarks.training.dispatch import train_model
     from benchmarks.training.initialise import settle
     from methods import load_plugins
-    from methods.base import parse_overrides
+    from methods.base import parse_overrides, protocol_with
     from methods.initialisation import load_initialisation
     from methods.weights import save_checkpoint
 
@@ -58,6 +62,7 @@ def train_command(method: str, dataset: str, split: str, val_split: str | None, 
         overrides = parse_overrides(cls.config_class, config_pairs)
         recipe_overrides = parse_overrides(type(default_recipe), recipe_pairs)
         dataclasses.replace(default_recipe, **recipe_overrides)
+        protocol_with(cls.protocol, protocol_pairs)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     import torch
@@ -73,6 +78,7 @@ def train_command(method: str, dataset: str, split: str, val_split: str | None, 
     model = cls(config)
     if start.initialisation is not None:
         load_initialisation(model, start.initialisation)
+    model.protocol = protocol_with(model.protocol, protocol_pairs)
     state = Path(f"{out}.state")
     validation = None if val_split is None else spec.load(folder_root, val_split)
     report = train_model(model, spec.load(folder_root, split), recipe,

@@ -40,7 +40,8 @@ def precision(device: str) -> str:
 
 # Protocol fields added after caches of this format existed: in a key only when not at their default, so the
 # caches of every method that keeps the default stay valid.
-_LATER_PROTOCOL_FIELDS = ("exif_orientation", "crop_rounding", "scale_resize")
+_LATER_PROTOCOL_FIELDS = ("exif_orientation", "crop_rounding", "scale_resize", "scale_combination", "resize",
+                         "resize_kernel", "query_scale", "query_pad")
 
 
 def _later_protocol_fields(protocol: ExtractionProtocol) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """(method, weights, dataset) -> RunResult: extraction, search and scoring, the same for every method."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import shlex
@@ -124,10 +125,8 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
         command=shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]]),
         trunk_initialisation=resolved.trunk_initialisation)
     config = {"method": model.config.to_dict(), "split": dataset.split_name(options.split),
-              "protocol": {"max_size": protocol.max_size, "scales": list(protocol.scales),
-                           "mean": list(protocol.mean), "std": list(protocol.std),
-                           "queries_cropped": found.queries_cropped, "exif_orientation": protocol.exif_orientation,
-                           "crop_rounding": protocol.crop_rounding, "scale_resize": protocol.scale_resize},
+              "protocol": {**{k: v for k, v in dataclasses.asdict(protocol).items() if k != "crop_queries"},
+                           "queries_cropped": found.queries_cropped},
               "descriptor_dim": int(db.shape[1])}
     if compression is not None:
         config["compression"] = compression.describe(int(db.shape[1]))

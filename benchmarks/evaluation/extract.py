@@ -1,8 +1,9 @@
 """Descriptor extraction: images -> (N, D) float32, batched by image size, the same for every method.
 
 Each image is read (RGB), cropped to its query box where the protocol says so, downscaled to the protocol's
-``max_size`` (never enlarged; PIL bilinear, ``reducing_gap=None``) and normalised with the model's mean/std.
-At several scales each scale's descriptor is L2-normalised, they are summed and re-normalised.
+``max_size`` (never enlarged; PIL bilinear, ``reducing_gap=None``) or resized to one square per scale
+(``resize="square"``), and normalised with the model's mean/std; the scales are made and their descriptors
+combined as :mod:`benchmarks.evaluation.scales` says.
 
 The pipeline: a DataLoader whose workers read image headers, then decode, crop and resize to 8-bit pixels; a
 batch sampler that groups images of exactly the same output size (no padding and no extra resizing, so a
@@ -24,21 +25,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from benchmarks.core.errors import InputError
+from benchmarks.evaluation.scales import KERNELS, Embed, embed_at_scales, square_scales, square_sides
 from benchmarks.evaluation.stage_times import stage
 from datasets.base import crop_query, query_box
 from methods.base import ExtractionProtocol
 
 log = logging.getLogger(__name__)
 
-Embed = Callable[[torch.Tensor], torch.Tensor]
 BAD_IMAGE_CHOICES = ("fail", "skip")
 HEADER_WORKERS_FROM = 4096  # images; fewer headers are read in the main process (see output_sizes)
+Pixels = torch.Tensor | list[torch.Tensor]  # one batch, or one per scale (resize="square")
 SKIP_HINT = "rerun with --on-bad-image skip to leave such images out (recorded in the result)"
 
 
@@ -71,25 +72,39 @@ def as_rgb(image: Image.Image, path: Path) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def read_pixels(path: Path, protocol: ExtractionProtocol, box: Sequence[float] | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 pixels of one image, cropped and downscaled per ``protocol`` (not normalised)."""
+def _read_rgb(path: Path, protocol: ExtractionProtocol) -> Image.Image:
+    """The decoded 8-bit RGB image (turned upright first where the protocol reads EXIF orientation)."""
     try:
         with Image.open(path) as opened:
             opened.load()
-            image = as_rgb(ImageOps.exif_transpose(opened) if protocol.exif_orientation else opened, path)
+            return as_rgb(ImageOps.exif_transpose(opened) if protocol.exif_orientation else opened, path)
     except InputError:
         raise
     except UNREADABLE as error:
         raise InputError(f"cannot read image ({error})", path) from None
+
+
+def read_scales(path: Path, protocol: ExtractionProtocol, box: Sequence[float] | None = None) -> list[np.ndarray]:
+    """(H, W, 3) uint8 pixels of one image, cropped per ``protocol``: one array downscaled to ``max_size``
+    (``resize="longest_side"``: the scales are made from it on the device), or one square per scale."""
+    image = _read_rgb(path, protocol)
     if box is not None:
         try:
             image = crop_query(image, box, protocol.crop_rounding)
         except (ValueError, Image.DecompressionBombError) as error:  # empty once clamped, or absurdly large
             raise InputError(f"cannot crop to the query box {list(map(float, box))} ({error})", path) from None
+    if protocol.resize == "square":
+        return square_scales(image, protocol, box is not None)
     size = target_size(image.size, protocol.max_size)
     if size != image.size:
-        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
-    return np.asarray(image)
+        image = image.resize(size, KERNELS[protocol.resize_kernel], reducing_gap=None)
+    return [np.asarray(image)]
+
+
+def read_pixels(path: Path, protocol: ExtractionProtocol, box: Sequence[float] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 pixels of one image at scale 1 (the first scale of a square protocol), not normalised."""
+    scales = read_scales(path, protocol, box)
+    return scales[protocol.scales.index(1.0)] if len(scales) > 1 and 1.0 in protocol.scales else scales[0]
 
 
 def normalise(pixels: torch.Tensor, protocol: ExtractionProtocol) -> torch.Tensor:
@@ -129,7 +144,11 @@ def channels_last(embed: Embed) -> Iterator[bool]:
 
 
 def _output_size(path: Path, protocol: ExtractionProtocol, box: Sequence[float] | None) -> tuple[int, int]:
-    """(width, height) the image will have after crop and downscale; (-1, -1) when its header is unreadable."""
+    """(width, height) the image will have after crop and downscale; (-1, -1) when its header is unreadable. A
+    square protocol's images all have the same sizes (a file that cannot be read is found when it is read)."""
+    if protocol.resize == "square":
+        side = square_sides(protocol, box is not None)[0]
+        return side, side
     if box is not None and protocol.crop_rounding == "round":  # no header read needed
         x1, y1, x2, y2 = query_box(box)
         return target_size((x2 - x1, y2 - y1), protocol.max_size)
@@ -200,32 +219,6 @@ def size_batches(paths: Sequence[Path], protocol: ExtractionProtocol, boxes: np.
     return batches_by_size(sizes, batch_size)
 
 
-def resize_to_scale(images: torch.Tensor, scale: float, protocol: ExtractionProtocol) -> torch.Tensor:
-    """(B, C, H, W) at ``scale`` as the protocol resizes. ``torch``: ``F.interpolate`` by the scale factor (floored
-    sizes, coordinates mapped by 1/s, antialiased when shrinking); ``opencv``: bilinear to ``int(round(h * s)) x
-    int(round(w * s))``, coordinates mapped by the size ratio, no antialiasing: ``cv2.resize(..., INTER_LINEAR)``
-    on float images (tests/data/cv2_resize_reference.npz)."""
-    if scale == 1.0:
-        return images
-    if protocol.scale_resize == "opencv":
-        height, width = images.shape[-2:]
-        size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
-        return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=False)
-    return F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False, antialias=scale < 1)
-
-
-def embed_at_scales(embed: Embed, images: torch.Tensor, protocol: ExtractionProtocol) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, D): the sum of each scale's L2-normalised descriptor, re-normalised."""
-    if tuple(protocol.scales) == (1.0,):
-        return embed(images)
-    total = None
-    for scale in protocol.scales:
-        out = F.normalize(embed(resize_to_scale(images, scale, protocol)), dim=1)
-        total = out if total is None else total + out
-    assert total is not None
-    return F.normalize(total, dim=1)
-
-
 def default_workers(device: str) -> int:
     """DataLoader workers. CUDA: every core but one (at most 8) decodes. CPU: the model's threads use every
     core, so a worker process only preempts them: on 2 cores the images are read in the main process (a
@@ -267,7 +260,7 @@ class Batch:
 
 
 class _Images(Dataset):
-    """Item i: (i, (H, W, 3) uint8 pixels, "") or (i, None, why it cannot be read)."""
+    """Item i: (i, [(H, W, 3) uint8 pixels, one array or one per scale], "") or (i, None, why it cannot be read)."""
 
     def __init__(self, paths: Sequence[Path], protocol: ExtractionProtocol, boxes: np.ndarray | None) -> None:
         self.paths, self.protocol, self.boxes = paths, protocol, boxes
@@ -275,19 +268,20 @@ class _Images(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+    def __getitem__(self, i: int) -> tuple[int, list[np.ndarray] | None, str]:
         try:
-            return i, read_pixels(self.paths[i], self.protocol, None if self.boxes is None else self.boxes[i]), ""
+            return i, read_scales(self.paths[i], self.protocol, None if self.boxes is None else self.boxes[i]), ""
         except InputError as error:
             return i, None, error.message
 
 
-def _collate(items: list[tuple[int, np.ndarray | None, str]]) -> tuple[torch.Tensor, torch.Tensor, list]:
-    """(rows, (B, H, W, 3) uint8 pixels, unreadable (index, why))."""
+def _collate(items: list[tuple[int, list[np.ndarray] | None, str]]) -> tuple[torch.Tensor, Pixels, list]:
+    """(rows, (B, H, W, 3) uint8 pixels or a list of them, one per scale, unreadable (index, why))."""
     good = [(i, pixels) for i, pixels, _ in items if pixels is not None]
     rows = torch.tensor([i for i, _ in good], dtype=torch.int64)
-    images = torch.from_numpy(np.stack([pixels for _, pixels in good])) if good else torch.empty(0)
-    return rows, images, [(i, why) for i, image, why in items if image is None]
+    scales = [torch.from_numpy(np.stack([pixels[s] for _, pixels in good])) for s in range(len(good[0][1]))] \
+        if good else [torch.empty(0)]
+    return rows, scales[0] if len(scales) == 1 else scales, [(i, why) for i, image, why in items if image is None]
 
 
 def run_batches(embed: Embed, paths: Sequence[Path], protocol: ExtractionProtocol, boxes: np.ndarray | None,
@@ -320,15 +314,17 @@ def run_batches(embed: Embed, paths: Sequence[Path], protocol: ExtractionProtoco
             yield Batch(rows.numpy(), out, tuple(bad))
 
 
-def embed_batch(embed: Embed, pixels: torch.Tensor, protocol: ExtractionProtocol, device: torch.device,
+def embed_batch(embed: Embed, pixels: Pixels, protocol: ExtractionProtocol, device: torch.device,
                 module: bool) -> np.ndarray:
-    """(B, H, W, 3) uint8 on the CPU (pinned for CUDA) -> (B, D) float32 numpy: moved to ``device``, normalised
-    there, embedded at the protocol's scales. The batch is channels_last for a ``module`` (whose weights
+    """(B, H, W, 3) uint8 on the CPU (pinned for CUDA), or a list of them, one per scale (``resize="square"``)
+    -> (B, D) float32 numpy: moved to ``device``, normalised there, embedded at the protocol's scales. The batch is channels_last for a ``module`` (whose weights
     :func:`channels_last` has made so) and on CUDA, else contiguous; bfloat16 autocast on CUDA only."""
     cuda = device.type == "cuda"
-    images = normalise(pixels.to(device, non_blocking=True), protocol)  # channels_last already
+    scales = [normalise(p.to(device, non_blocking=True), protocol)  # channels_last already
+              for p in (pixels if isinstance(pixels, list) else [pixels])]
     if not (module or cuda):
-        images = images.contiguous()
+        scales = [images.contiguous() for images in scales]
+    images = scales[0] if isinstance(pixels, torch.Tensor) else scales
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
         return embed_at_scales(embed, images, protocol).float().cpu().numpy()
 
@@ -388,6 +384,10 @@ def extract(embed: Embed, paths: Sequence[Path], protocol: ExtractionProtocol, b
 def extract_one_by_one(embed: Embed, paths: Sequence[Path], protocol: ExtractionProtocol,
                        boxes: np.ndarray | None = None, device: torch.device | str = "cpu") -> np.ndarray:
     """(N, D) float32: the straightforward loop (one image read and embedded at a time), the reference."""
-    rows = [embed_at_scales(embed, load_image(path, protocol, None if boxes is None else boxes[i])[None].to(device),
-                            protocol).float().cpu().numpy()[0] for i, path in enumerate(paths)]
+    rows = []
+    for i, path in enumerate(paths):
+        scales = [normalise(torch.tensor(p), protocol).contiguous()[None].to(device)
+                  for p in read_scales(path, protocol, None if boxes is None else boxes[i])]
+        rows.append(embed_at_scales(embed, scales[0] if protocol.resize == "longest_side" else scales,
+                                    protocol).float().cpu().numpy()[0])
     return np.stack(rows)

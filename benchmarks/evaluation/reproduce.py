@@ -44,6 +44,9 @@ def plan(method: type[RetrievalMethod], options: ReproduceOptions) -> tuple[list
     reproduction = getattr(method, "reproduction", None) or Reproduction(datasets=(), weights=())
     names = options.datasets or (*reproduction.datasets, *(reproduction.r1m_datasets if options.r1m else ()))
     weights = options.weights or reproduction.weights
+    if not weights and reproduction.training is not None:
+        raise InputError(f"{method.name} has no published weights: train them as `reproduce {method.name} --plan` "
+                         f"lists (make reproduce-{method.name} does both) and give the checkpoint with --weights PATH")
     if not (names and weights):
         raise InputError(f"{method.name} declares no reproduction: give --dataset and --weights")
     registry = load_datasets()

@@ -74,6 +74,17 @@ class NetVLAD(nn.Module):
         self.centroids.copy_(torch.from_numpy(centroids))
         return alpha
 
+    @torch.no_grad()
+    def initialise_fixed_alpha(self, centroids: np.ndarray, alpha: float) -> None:
+        """Set c_k to ``centroids`` (K, D), w_k = 2 alpha c_k and b_k = -alpha |c_k| (the norm, not its square):
+        NetVLAD-pytorch's initialisation with a fixed alpha, as MSCFP's authors' ``NetVLAD.init_params``."""
+        if self.assignment.bias is None:
+            raise ValueError("a fixed-alpha initialisation sets the assignment bias: assignment_bias must be True")
+        tensor = torch.from_numpy(np.asarray(centroids, dtype=np.float32))
+        self.centroids.copy_(tensor)
+        self.assignment.weight.copy_(2.0 * alpha * tensor)
+        self.assignment.bias.copy_(-alpha * tensor.norm(dim=1))
+
 
 def kmeans(descriptors: np.ndarray, k: int, seed: int = 0, iterations: int = 25) -> np.ndarray:
     """k-means (faiss, Lloyd iterations from a seeded random start) of (M, D) descriptors -> (k, D) float32."""
