@@ -116,6 +116,8 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
                            "queries_cropped": found.queries_cropped, "exif_orientation": protocol.exif_orientation,
                            "crop_rounding": protocol.crop_rounding, "scale_resize": protocol.scale_resize},
               "descriptor_dim": int(db.shape[1])}
+    if (origin := dataset.origin(options.data_root, loaded)) is not None:
+        config["dataset_folder"] = origin
     if compression is not None:
         config["compression"] = compression.describe(int(db.shape[1]))
     if options.cache and options.cache_dtype != "float32":

@@ -18,7 +18,7 @@ from benchmarks.download import unreachable
 from benchmarks.errors import InputError
 from benchmarks.evaluate import EvaluateOptions, evaluate
 from benchmarks.results import RunResult
-from datasets import load_plugins as load_datasets
+from datasets import dataset, load_plugins as load_datasets
 from datasets.acquire import AcquireOptions, is_acquired
 from datasets.base import DatasetSpec, FileSpec
 from methods.base import Reproduction, RetrievalMethod
@@ -56,8 +56,7 @@ def plan(method: type[RetrievalMethod], options: ReproduceOptions) -> tuple[list
     weights = options.weights or reproduction.weights
     if not (names and weights):
         raise InputError(f"{method.name} declares no reproduction: give --dataset and --weights")
-    registry = load_datasets()
-    return [registry.get(name)() for name in names], list(weights)
+    return [dataset(name) for name in names], list(weights)
 
 
 def missing_files(method: type[RetrievalMethod], datasets: list[DatasetSpec], weights: list[str],
