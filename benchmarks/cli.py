@@ -483,9 +483,9 @@ def speed_metrics(n_db: int, repeat: int, as_json: bool) -> None:
     env = figures["environment"]
     click.echo(f"(best of {repeat}; python {env['python']}, numpy {env['numpy']}, {env['platform']})")
 
-_RESULTS = click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help="Results to read (default: the repository's results/).")
-_REPORTED = click.option("--reported", "reported_dir", type=click.Path(file_okay=False, path_type=Path),
+_RESULTS = click.option("--results", "results_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                        default=None, help="Results to read (default: the repository's results/).")
+_REPORTED = click.option("--reported", "reported_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
                          default=None, help="Reported numbers (default: paper_tables/reported/).")
 
 

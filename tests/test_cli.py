@@ -214,3 +214,12 @@ def test_evaluate_replaces_a_committed_result_only_when_told(tmp_path, monkeypat
     assert run(*args, "--overwrite").exit_code == 0 and written == [REPO_ROOT / "results"]
     assert run(*args, "--results", "results").exit_code == 0 and written[-1] == Path("results")  # make embedded-results
     assert run(*args, "--results", tmp_path).exit_code == 0 and written[-1] == tmp_path
+
+
+
+@pytest.mark.parametrize("command", [("tables",), ("check",), ("plot", "summary")])
+@pytest.mark.parametrize("option", ["--results", "--reported"])
+def test_a_results_or_reported_folder_that_is_not_there_is_named(command, option, tmp_path):
+    outcome = CliRunner().invoke(cli, [*command, option, str(tmp_path / "nowhere")])  # refused before any work
+    assert outcome.exit_code == 2
+    assert f"Invalid value for '{option}': Directory '{tmp_path / 'nowhere'}' does not exist." in outcome.output
