@@ -68,10 +68,12 @@ class FolderDataset(DatasetSpec):
         if not path.is_dir():
             raise InputError(f"no such folder: give {self.fmt}:PATH, PATH holding a {self.suffix} ground truth", path)
         found = sorted(p for p in path.iterdir() if p.suffix.lower() == self.suffix and p.is_file())
-        if len(found) != 1:
-            which = ", ".join(p.name for p in found) or "none"
-            raise InputError(f"expected one {self.suffix} ground-truth file, found {which}: name it, "
-                             f"{self.fmt}:{path / (found[0].name if found else 'FILE' + self.suffix)}", path)
+        if not found:
+            raise InputError(f"no {self.suffix} ground-truth file here: give the folder that holds it, or the file",
+                             path)
+        if len(found) > 1:
+            raise InputError(f"{len(found)} {self.suffix} ground-truth files ({', '.join(p.name for p in found)}): "
+                             f"name one, {self.fmt}:{found[0]}", path)
         return found[0]
 
     def folder(self, data_root: Path) -> Path:

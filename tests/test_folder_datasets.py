@@ -64,7 +64,8 @@ def test_no_registered_dataset_takes_the_folder_prefix():
 
 
 @pytest.mark.parametrize(("fmt", "builtin", "fixture", "stored", "metrics"), [
-    ("revisited", "synth_landmarks", "landmarks_folder", "folder_synth_landmarks", ("map_easy", "map_medium", "map_hard")),
+    ("revisited", "synth_landmarks", "landmarks_folder", "folder_synth_landmarks",
+     ("map_easy", "map_medium", "map_hard")),
     ("places", "synth_places", "places_folder", "folder_synth_places_test", ("recall@1", "recall@5", "recall@10")),
 ])
 def test_a_folder_scores_exactly_as_the_builtin_dataset(fmt, builtin, fixture, stored, metrics, request, checkpoint,
@@ -172,12 +173,12 @@ def test_bad_names_and_paths_get_one_line(landmarks_folder, tmp_path):
     assert (code, out) == (2, f"error: unknown folder format 'revisted' in 'revisted:{landmarks_folder}': use "
                               "revisited:PATH (a gnd_*.pkl) or places:PATH (a dbStruct .mat)\n")
     code, out = run("data", "verify", f"places:{landmarks_folder}", *root)
-    assert code == 2 and out.startswith(f"error: {landmarks_folder}: expected one .mat ground-truth file, found none")
+    assert (code, out) == (2, f"error: {landmarks_folder}: no .mat ground-truth file here: give the folder that "
+                              "holds it, or the file\n")
     shutil.copy(landmarks_folder / "gnd_synth_landmarks.pkl", landmarks_folder / "gnd_other.pkl")
     code, out = run("data", "verify", f"revisited:{landmarks_folder}", *root)
-    assert (code, out) == (2, f"error: {landmarks_folder}: expected one .pkl ground-truth file, found "
-                              "gnd_other.pkl, gnd_synth_landmarks.pkl: name it, revisited:"
-                              f"{landmarks_folder / 'gnd_other.pkl'}\n")
+    assert (code, out) == (2, f"error: {landmarks_folder}: 2 .pkl ground-truth files (gnd_other.pkl, "
+                              f"gnd_synth_landmarks.pkl): name one, revisited:{landmarks_folder / 'gnd_other.pkl'}\n")
     assert dataset(f"revisited:{landmarks_folder / 'gnd_other.pkl'}").name == "folder_other"
     with pytest.raises(InputError, match=r"unknown dataset 'synth_landmark'; did you mean synth_landmarks.*; a "
                                          r"folder of your own: revisited:PATH or places:PATH$"):
