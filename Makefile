@@ -52,7 +52,9 @@ REMAP_DEMO := --config whiten_dim=128 --set optimizer=adam --set lr=1e-4 --set m
 REMAP_STEPS := 40
 DOLG_DEMO := --set batch_size=16 --set image_size=96 --set min_crop_area=0.5 --set lr=1e-3 --set frozen_batchnorm=true
 DOLG_STEPS := 100
-EMBEDDED := synth_places synth_landmarks photo_landmarks
+# The embedded benchmarks: every registered generated dataset (benchmarks.reports.tables.EMBEDDED_DATASETS), read when a
+# recipe runs, after .venv exists.
+EMBEDDED = $(shell $(PY) -c 'from benchmarks.reports.tables import EMBEDDED_DATASETS; print(*EMBEDDED_DATASETS)')
 # `make demo EVALUATE_FLAGS=--allow-dirty` evaluates although the tree has uncommitted changes (results say so).
 EVALUATE_FLAGS ?=
 

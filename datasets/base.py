@@ -232,6 +232,10 @@ class DatasetSpec(abc.ABC):
     def check(self, data_root: Path) -> list[str]:
         """Problems found (counts, ground truth, missing files); an empty list means the dataset is sound."""
 
+    def origin(self, data_root: Path, loaded: LoadedDataset) -> dict[str, str] | None:
+        """Where a dataset outside the registry was read from, for results to record (None: a plugin)."""
+        return None
+
     def summary(self, data_root: Path) -> dict[str, object]:
         """Facts for ``data info``: protocol parameters and, where the data is there, counts per split."""
         counts: dict[str, object] = {}

@@ -231,3 +231,11 @@ def test_make_demo_evaluates_each_method_after_its_trainings_and_ends_saying_whe
     summary = "\n".join(lines[-3:])
     assert summary.startswith('echo "== done.') and "out/x/results/<dataset>/<method>/" in summary
     assert "out/x/weights/" in summary and "out/x/tables/" in summary
+
+
+@pytest.mark.parametrize("command", [("tables",), ("check",), ("plot", "summary")])
+@pytest.mark.parametrize("option", ["--results", "--reported"])
+def test_a_results_or_reported_folder_that_is_not_there_is_named(command, option, tmp_path):
+    outcome = CliRunner().invoke(cli, [*command, option, str(tmp_path / "nowhere")])  # refused before any work
+    assert outcome.exit_code == 2
+    assert f"Invalid value for '{option}': Directory '{tmp_path / 'nowhere'}' does not exist." in outcome.output

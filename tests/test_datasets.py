@@ -195,16 +195,21 @@ class TinyPitts30k(Pitts30k):
     expected_counts = {"test": (6, 2), "train": (4, 2), "val": (4, 1)}
 
 
-def test_pittsburgh_fetches_the_structs_then_lists_exactly_the_missing_images(server, tmp_path):
-    structs = pitts_structs(TinyPitts30k.expected_counts)
-    server.files["/m/pitts30k/netvlad_v100_datasets.tar.gz"] = netvlad_tar(tmp_path, structs)
-    images = tmp_path / "Pittsburgh"  # the NetVLAD code's layout: images/ and queries/
+def pittsburgh_images(images, structs) -> None:
+    """Every image the structs name, in the NetVLAD code's layout: ``images/`` and ``queries/``."""
     jpeg = tiny_jpeg()
     for db in structs.values():
         for folder, names in (("images", db.db_image_names), ("queries", db.query_image_names)):
             for name in names:
                 (images / folder / name).parent.mkdir(parents=True, exist_ok=True)
                 (images / folder / name).write_bytes(jpeg)
+
+
+def test_pittsburgh_fetches_the_structs_then_lists_exactly_the_missing_images(server, tmp_path):
+    structs = pitts_structs(TinyPitts30k.expected_counts)
+    server.files["/m/pitts30k/netvlad_v100_datasets.tar.gz"] = netvlad_tar(tmp_path, structs)
+    images = tmp_path / "Pittsburgh"
+    pittsburgh_images(images, structs)
     lost = images / "queries" / structs["pitts30k_val.mat"].query_image_names[0]
     lost.unlink()
     root, spec = tmp_path / "data", TinyPitts30k()
@@ -220,7 +225,7 @@ def test_pittsburgh_fetches_the_structs_then_lists_exactly_the_missing_images(se
     assert spec.check(root) == [f"1 images the .mat files name are missing or unreadable, e.g. "
                                 f"{root}/pitts30k/images/queries/000/val000000_pitch1_yaw2.jpg"]
 
-    lost.write_bytes(jpeg)
+    lost.write_bytes(tiny_jpeg())
     spec.prepare(root, options)
     assert not (root / "pitts30k/missing_images.txt").exists() and spec.check(root) == []
     val = spec.load(root, "val")
@@ -232,7 +237,13 @@ def test_pittsburgh_fetches_the_structs_then_lists_exactly_the_missing_images(se
         spec.load(root, "night")
 
 
-def test_tokyo247_finds_png_cutouts_named_jpg_and_counts_panoramas(server, tmp_path):
+class TinyTokyo(Tokyo247):
+    expected_counts = {"test": (24, 3)}
+
+
+def tokyo_layout(server, tmp_path):
+    """Two panoramas of 12 ``.png`` cutouts the ``.mat`` names ``.jpg`` and 3 queries, the ``.mat`` served;
+    returns the images' folder."""
     db_names = [f"03814/{p:05d}/pano{p}_012_{30 * k:03d}.jpg" for p in range(2) for k in range(12)]
     tokyo = route("test", 24, 3, db_names, [f"247query_v3/{i:05d}.jpg" for i in range(3)])
     server.files["/m/tokyo247/netvlad_v100_datasets.tar.gz"] = netvlad_tar(tmp_path, {"tokyo247.mat": tokyo})
@@ -244,10 +255,11 @@ def test_tokyo247_finds_png_cutouts_named_jpg_and_counts_panoramas(server, tmp_p
     for name in tokyo.query_image_names:
         (images / "query" / name).parent.mkdir(parents=True, exist_ok=True)
         (images / "query" / name).write_bytes(tiny_jpeg())
+    return images
 
-    class TinyTokyo(Tokyo247):
-        expected_counts = {"test": (24, 3)}
 
+def test_tokyo247_finds_png_cutouts_named_jpg_and_counts_panoramas(server, tmp_path):
+    images = tokyo_layout(server, tmp_path)
     root, spec = tmp_path / "data", TinyTokyo()
     spec.prepare(root, AcquireOptions(mirrors=(server.url + "/m",), retry=NO_WAIT, images=images))
     loaded = spec.load(root)

@@ -46,12 +46,14 @@ def text_tar(files: dict[str, str]) -> bytes:
     return tar_bytes({name: text.encode() for name, text in files.items()})
 
 
+def serve_oxford(server) -> AcquireOptions:
+    images = tar_bytes({f"{n}.jpg": tiny_jpeg() for n in OXFORD_IMAGES})
+    return serve(server, "oxford5k", {"oxbuild_images-v1.tgz": images, "gt_files_170407.tgz": text_tar(OXFORD_GT)})
+
+
 def test_oxford5k_downloads_loads_and_scores_the_original_protocol(server, tmp_path):
-    options = serve(server, "oxford5k", {
-        "oxbuild_images-v1.tgz": tar_bytes({f"{n}.jpg": tiny_jpeg() for n in OXFORD_IMAGES}),
-        "gt_files_170407.tgz": text_tar(OXFORD_GT)})
     root, spec = tmp_path / "data", TinyOxford()
-    spec.prepare(root, options)
+    spec.prepare(root, serve_oxford(server))
     assert sorted(p.name for p in (root / "oxford5k").iterdir()) == [".acquired", LOCK_NAME, "gt", "jpg"]
     assert spec.check(root) == []
     assert Oxford5k().check(root)[:2] == ["database images in jpg/: 6, expected 5063", "queries in gt/: 2, expected 55"]
@@ -76,9 +78,10 @@ class TinyParis(Paris6k):
     expected_counts = (4, 1)
 
 
-def test_paris6k_leaves_the_corrupt_images_out_of_the_database_and_the_lists(server, tmp_path):
+def serve_paris(server) -> AcquireOptions:
+    """paris_N-v1.tgz: one folder per landmark, with one of the corrupt images; Paris queries have no prefix."""
     jpeg, broken = tiny_jpeg(), b"<html><head><title>302 Found</title></head></html>"
-    options = serve(server, "paris6k", {  # paris_N-v1.tgz: one folder per landmark; Paris queries have no prefix
+    return serve(server, "paris6k", {
         "paris_1-v1.tgz": tar_bytes({"paris/defense/paris_defense_000000.jpg": jpeg,
                                      "paris/defense/paris_defense_000012.jpg": jpeg,
                                      "paris/louvre/paris_louvre_000136.jpg": broken}),
@@ -88,8 +91,11 @@ def test_paris6k_leaves_the_corrupt_images_out_of_the_database_and_the_lists(ser
                                       "defense_1_good.txt": "paris_defense_000012\nparis_louvre_000136\n",
                                       "defense_1_ok.txt": "paris_defense_000000\n",
                                       "defense_1_junk.txt": "paris_eiffel_000001\n"})})
+
+
+def test_paris6k_leaves_the_corrupt_images_out_of_the_database_and_the_lists(server, tmp_path):
     root, spec = tmp_path / "data", TinyParis()
-    spec.prepare(root, options)
+    spec.prepare(root, serve_paris(server))
     assert (root / "paris6k/jpg/paris_louvre_000136.jpg").exists()  # in the archive, flattened like the others
     assert spec.check(root) == []  # left out, so not reported as unreadable
     gnd = spec.load(root).ground_truth

@@ -67,7 +67,7 @@ def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split
     planned = _planned_weights_name(cls, weights)
     if guarded and planned is not None:
         for name in datasets:
-            refuse_committed(planned_path(RESULTS_DIR, name, method, planned, compression))
+            refuse_committed(planned_path(RESULTS_DIR, dataset_spec(name).name, method, planned, compression))
     rank, world = init_distributed()
     chosen = device_for(device)
     if chosen == "cuda" and world > 1:  # one GPU per process
@@ -84,7 +84,7 @@ def evaluate_command(method: str, weights: str, datasets: tuple[str, ...], split
             refuse_committed(RESULTS_DIR / result.relative_path())
         path = write_result(result, results_dir or RESULTS_DIR)
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if not k.startswith("mp@"))
-        click.echo(f"{name} / {method} / {result.weights}: {shown}  -> {path}")
+        click.echo(f"{result.dataset} / {method} / {result.weights}: {shown}  -> {path}")
 
 
 def _planned_weights_name(cls: Any, weights: str) -> str | None:

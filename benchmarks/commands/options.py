@@ -26,18 +26,18 @@ ROOT = click.option("--root", type=click.Path(file_okay=False, path_type=Path), 
                      help="Data root (default: $BENCH_DATA, else ~/.cache/image-retrieval-benchmarks).")
 
 
-RESULTS = click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help="Results to read (default: the repository's results/).")
+RESULTS = click.option("--results", "results_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                        default=None, help="Results to read (default: the repository's results/).")
 
 
-REPORTED = click.option("--reported", "reported_dir", type=click.Path(file_okay=False, path_type=Path),
+REPORTED = click.option("--reported", "reported_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
                          default=None, help="Reported numbers (default: paper_tables/reported/).")
 
 
 def dataset_spec(name: str) -> Any:
-    from datasets import load_plugins
+    from datasets.names import dataset
 
-    return load_plugins().get(name)()
+    return dataset(name)
 
 
 def device_for(requested: str | None) -> str:

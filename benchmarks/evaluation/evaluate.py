@@ -128,6 +128,8 @@ def evaluate(method: type[RetrievalMethod], weights: str, dataset: Any, options:
               "protocol": {**{k: v for k, v in dataclasses.asdict(protocol).items() if k != "crop_queries"},
                            "queries_cropped": found.queries_cropped},
               "descriptor_dim": int(db.shape[1])}
+    if (origin := dataset.origin(options.data_root, loaded)) is not None:
+        config["dataset_folder"] = origin
     if compression is not None:
         config["compression"] = compression.describe(int(db.shape[1]))
     if options.cache and options.cache_dtype != "float32":

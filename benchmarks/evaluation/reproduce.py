@@ -21,6 +21,7 @@ from benchmarks.evaluation.evaluate import EvaluateOptions, evaluate
 from benchmarks.evaluation.results import RunResult
 from datasets import load_plugins as load_datasets
 from datasets.base import DatasetSpec
+from datasets.names import dataset as dataset_by_name
 from methods.base import Reproduction, RetrievalMethod
 from methods.weights import resolve_weights
 
@@ -49,8 +50,7 @@ def plan(method: type[RetrievalMethod], options: ReproduceOptions) -> tuple[list
                          f"lists (make reproduce-{method.name} does both) and give the checkpoint with --weights PATH")
     if not (names and weights):
         raise InputError(f"{method.name} declares no reproduction: give --dataset and --weights")
-    registry = load_datasets()
-    return [registry.get(name)() for name in names], list(weights)
+    return [dataset_by_name(name) for name in names], list(weights)
 
 
 def missing_files(method: type[RetrievalMethod], datasets: list[DatasetSpec], weights: list[str],

@@ -90,6 +90,7 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
     if state:
         model.load_state_dict(state["model"])
     else:
+        log.info("initialising the model from the training split (k-means, or the method's own statistics)")
         report["initialisation"] = model.initialise(_initialisation_input(model, split, recipe, options, device),
                                                     options.seed)
     trainable = _trainable_parameters(model, recipe.train_from)
@@ -145,6 +146,7 @@ def train(model: Any, split: LoadedDataset, recipe: TripletRecipe, options: Trai
         model.load_state_dict(best)
         report["selected_step"] = max(report["validation"], key=lambda v: v["recall@5"])["step"]
     if rank == 0:
+        log.info("fitting what is fitted, not trained (whitening) on the %d training images", len(split.db_paths))
         db_embeddings = _embed(model, split.db_paths, recipe.batch_size, device, 0, 1)
         labels = getattr(split.ground_truth, "labels", None)  # a model that learns from classes takes them
         report["finalisation"] = (model.finalise(db_embeddings, np.asarray(labels))
