@@ -228,14 +228,18 @@ def test_naive_descriptors_are_above_chance_and_below_the_imagenet_networks(root
     np.testing.assert_allclose(thumbnail, [0.702, 0.446, 0.163], atol=0.03)
     np.testing.assert_allclose(thumbnail_upright, [0.813, 0.507, 0.177], atol=0.03)
     np.testing.assert_allclose(chance_map, [0.035, 0.062, 0.045], atol=0.01)
-    # Committed results on the ImageNet EfficientNet-Lite0 (untrained methods): medium 0.69-0.83, hard 0.41-0.67;
-    # on a random trunk medium 0.27-0.43. Colour alone gets close to the real network on easy (distinct palettes
-    # per photograph) but stays below it on medium and hard, and above every random trunk.
-    committed = {trunk: [json.loads(path.read_text())["metrics"] for path in RESULTS.glob(f"*/{trunk}.untrained.json")]
-                 for trunk in ("effl0", "effl0_random")}
-    assert [len(m) for m in committed.values()] == [4, 4]  # dolg, mscfp, netvlad, remap
-    assert histogram[1] < min(m["map_medium"] for m in committed["effl0"])
-    assert histogram[2] < min(m["map_hard"] for m in committed["effl0"])
-    assert histogram[1] > max(m["map_medium"] for m in committed["effl0_random"])
+    # Committed results on the ImageNet EfficientNet-Lite0 (untrained methods): medium 0.65-0.83, hard 0.36-0.67;
+    # on a random trunk medium 0.15-0.43. Colour alone gets close to the real network on easy (distinct palettes
+    # per photograph) but stays below DOLG, NetVLAD and REMAP on medium and hard, and above every random trunk.
+    # MSCFP sees each photograph as its authors' code does, a square (of 128 in the demo, 2 to 2.5 times smaller
+    # than these photographs, as 336 is for ROxford's): 0.654 / 0.365, at the histogram's level.
+    committed = {trunk: {path.parent.name: json.loads(path.read_text())["metrics"]
+                         for path in RESULTS.glob(f"*/{trunk}.untrained.json")} for trunk in ("effl0", "effl0_random")}
+    assert [sorted(m) for m in committed.values()] == [["dolg", "mscfp", "netvlad", "remap"]] * 2
+    full_size = [m for method, m in committed["effl0"].items() if method != "mscfp"]
+    assert histogram[1] < min(m["map_medium"] for m in full_size)
+    assert histogram[2] < min(m["map_hard"] for m in full_size)
+    assert abs(committed["effl0"]["mscfp"]["map_medium"] - histogram[1]) < 0.05
+    assert histogram[1] > max(m["map_medium"] for m in committed["effl0_random"].values())
     for naive in (histogram, thumbnail):  # at least 3.5 times chance in every setting
         assert all(n > 3.5 * c for n, c in zip(naive, chance_map, strict=True))
