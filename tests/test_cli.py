@@ -42,6 +42,12 @@ def test_help_lists_the_commands():
     assert result.exit_code == 0 and "list" in result.output and "score" in result.output
 
 
+def test_list_aligns_every_description_whatever_the_longest_name():
+    rows = [line for line in run("list").output.splitlines() if line.startswith("  ")]
+    starts = {len(line) - len(line[2:].split(" ", 1)[1].lstrip()) for line in rows}
+    assert len(rows) > 10 and len(starts) == 1  # holidays_unrotated (18 letters) included
+
+
 def test_list_json():
     result = run("list", "--json")
     assert result.exit_code == 0

@@ -18,9 +18,10 @@ def list_plugins(as_json: bool) -> None:
     if as_json:
         print_json({"methods": methods, "datasets": datasets})
         return
+    width = max(map(len, [*methods, *datasets]), default=0)
     for title, entries in (("methods", methods), ("datasets", datasets)):
         click.echo(f"{title}:")
         for name, description in entries.items():
-            click.echo(f"  {name:<16} {description}")
+            click.echo(f"  {name:<{width}} {description}")
         if not entries:
             click.echo("  (none registered yet)")
