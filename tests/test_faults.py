@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
-import io
 import os
 import tarfile
 from pathlib import Path
@@ -32,6 +31,7 @@ from methods.netvlad import NetVLADMethod
 from tests.extract_worker import PROTOCOL, TinyEmbed, write_images
 from tests.test_cache_integrity import chunks_only, key_of
 from tests.test_damaged_inputs import TINY
+from tests.test_datasets import tar_bytes
 
 PLAIN = ExtractionProtocol(max_size=None)
 RNG = np.random.default_rng(0)
@@ -92,19 +92,9 @@ def test_an_unreadable_image_is_named(tmp_path: Path) -> None:
     assert caught.value.path == str(path)
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, content in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    return out.getvalue()
-
-
 def test_a_full_disk_while_unpacking_keeps_the_verified_archive(server, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    body = _tar({f"a/{i}.jpg": bytes([i]) * 1000 for i in range(5)})
+    body = tar_bytes({f"a/{i}.jpg": bytes([i]) * 1000 for i in range(5)})
     server.files["/demo/a.tgz"] = body
     spec = FileSpec("a.tgz", urls=(server.url + "/demo/a.tgz",), sha256=hashlib.sha256(body).hexdigest(),
                     extract_to="jpg")
@@ -130,7 +120,7 @@ def test_a_full_disk_while_unpacking_keeps_the_verified_archive(server, tmp_path
 
 def test_an_archive_bomb_is_refused_before_it_fills_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = tmp_path / "bomb.tgz"
-    archive.write_bytes(_tar({"a.bin": bytes(1000), "zeros.bin": bytes(4 * 2**20)}))  # 4 MiB in ~4 KiB
+    archive.write_bytes(tar_bytes({"a.bin": bytes(1000), "zeros.bin": bytes(4 * 2**20)}))  # 4 MiB in ~4 KiB
     monkeypatch.setattr(archives, "EXPANSION_FLOOR", 2**20)
     with pytest.raises(InputError, match=r"expands beyond 1048576 bytes \(at member 'zeros.bin'\)"):
         archives.extract(archive, tmp_path / "out")
@@ -142,7 +132,7 @@ def test_an_archive_bomb_is_refused_before_it_fills_the_disk(tmp_path: Path, mon
 def test_a_member_larger_than_the_free_space_is_refused_before_writing(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     archive = tmp_path / "a.tgz"
-    archive.write_bytes(_tar({"a.bin": bytes(5000)}))
+    archive.write_bytes(tar_bytes({"a.bin": bytes(5000)}))
     monkeypatch.setattr(archives.shutil, "disk_usage", lambda path: SimpleNamespace(free=4999))
     with pytest.raises(archives.ArchiveWriteError, match="does not fit in the free space"):
         archives.extract(archive, tmp_path / "out")
