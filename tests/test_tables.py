@@ -2,6 +2,7 @@
 checks `python -m benchmarks check` runs (tolerances, freshness of committed tables, regression of re-runs)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -13,9 +14,10 @@ import yaml
 from click.testing import CliRunner
 
 from benchmarks.commands.main import cli
-from benchmarks.evaluation.results import RESULTS_DIR, Provenance, RunResult, write_result
+from benchmarks.evaluation.results import RESULTS_DIR, Provenance, RunResult, load_result, write_result
 from benchmarks.reports import grids, latex, matching, tables
 from benchmarks.reports.reported import REPORTED_DIR, Reproduction, load_all
+from methods.mscfp import MSCFPMethod
 
 PAPER: dict[str, Any] = {
     "method": "toy",
@@ -108,6 +110,18 @@ def test_query_crop_of_the_variant_must_match_the_run(toy):
 def test_deviations_declared_and_detected(toy):
     medium = row(frame_of(toy), table="Table 3", row="backbone=resnet50", metric="map_medium")
     assert medium["deviations"] == "images at 512 px, not 1024; 512-D descriptors, not the paper's 2048-D"
+
+
+def test_a_protocol_other_than_the_methods_is_a_deviation():
+    """A result extracted with a protocol the method does not declare (``train --protocol``) says so where it
+    stands beside a reported number; one extracted as declared says nothing."""
+    committed = load_result(RESULTS_DIR / "synth_landmarks" / "mscfp" / "effl0.untrained.json")  # the demo's squares
+    assert matching.protocol_departures(committed) == [
+        "test protocol: max_size 128, not the method's 336", "test protocol: query_pad 96, not the method's 256"]
+    declared = dataclasses.asdict(MSCFPMethod.protocol)
+    as_declared = dataclasses.replace(committed, config={**committed.config, "protocol": declared})
+    assert matching.protocol_departures(as_declared) == []
+    assert matching.protocol_departures(toy_result("roxford5k", "revisited", {"map_medium": 0.5})) == []  # unknown
 
 
 def test_uncropped_revisited_queries_are_a_deviation():

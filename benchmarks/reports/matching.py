@@ -11,6 +11,7 @@ file order, fixed decimals, no dates.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -86,7 +87,30 @@ def _deviations(entry: ReportedEntry, reproduction: Reproduction, result: RunRes
         found.append(f"{dimension}-D descriptors, not the paper's {entry.variant['dimension']}-D")
     if result.protocol == "revisited" and "query_crop" not in entry.variant and not _queries_cropped(result):
         found.append("queries not cropped to their boxes (the revisited protocol crops them)")
-    return found
+    return found + protocol_departures(result)
+
+
+def protocol_departures(result: RunResult) -> list[str]:
+    """The test-protocol fields a result was extracted with that differ from its method's declaration (a
+    ``train --protocol`` override, say), as ``"test protocol: max_size 128, not the method's 336"``. Mean and
+    std go with the weights, not the protocol; a field the result does not record is not compared."""
+    from methods import load_plugins
+
+    methods = load_plugins()
+    if result.method not in methods:
+        return []
+    declared = dataclasses.asdict(methods.get(result.method).protocol)
+    recorded = result.config.get("protocol", {})
+    return [f"test protocol: {name} {_plain(recorded[name])}, not the method's {_plain(value)}"
+            for name, value in declared.items() if name not in ("mean", "std", "crop_queries")
+            and name in recorded and _plain(recorded[name]) != _plain(value)]
+
+
+def _plain(value: Any) -> str:
+    """A protocol value as JSON reads it back (tuples as lists), printed with its floats shortened."""
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_plain(v) for v in value) + ")"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _queries_cropped(result: RunResult) -> bool | None:
