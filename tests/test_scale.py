@@ -22,7 +22,8 @@ from datasets.revisitop import Revisitop1M
 from datasets.synthetic import SynthLandmarks
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-N_DISTRACTORS = 1000  # 1140 database images: two chunks of the descriptor cache (1024 + 116)
+N_DISTRACTORS = 1900  # 2040 database images: two chunks of the descriptor cache (1024 + 1016), the second
+# long enough (about 0.6 s on 2 idle cores) for the kill to land inside it
 RUN = ("import json, logging, sys; from pathlib import Path; logging.basicConfig(level=logging.INFO); "
        "from benchmarks.speed.scale import evaluate_with_distractors as run; "
        "r = run(Path(sys.argv[1]), Path(sys.argv[2])); "
@@ -64,10 +65,11 @@ def test_an_evaluation_killed_after_a_chunk_resumes_to_the_same_numbers(tmp_path
     chunks = tmp_path / "killed" / "cache" / "descriptors"
     while victim.poll() is None and not any(chunks.glob("*/chunks/000000.npz")):
         time.sleep(0.05)
-    time.sleep(random.uniform(0.0, 0.3))  # a random point of the second chunk
+    time.sleep(random.uniform(0.0, 0.2))  # a random point of the second chunk
     assert victim.poll() is None, "the run ended before the kill"
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    assert not any(chunks.glob("*/chunks/000001.npz")), "the kill came after the second chunk: nothing to resume"
 
     reference = _evaluate(_root(tmp_path / "whole", weights), tmp_path / "whole")
     resumed = _evaluate(weights, tmp_path / "killed")
