@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from benchmarks.commands.main import cli
 from benchmarks.core.errors import InputError
+from benchmarks.evaluation.results import load_result, stale_provenance
 from datasets import load_plugins
 from datasets.folder import PREFIX
 from datasets.formats import load_pickle_safely
@@ -86,6 +87,19 @@ def test_a_folder_scores_exactly_as_the_builtin_dataset(fmt, builtin, fixture, s
     record = mine["config"]["dataset_folder"]
     assert record["format"] == fmt and record["path"] == str(folder) and len(record["sha256"]) == 64
     assert "dataset_folder" not in theirs["config"]
+
+
+def test_a_folder_result_is_checked_against_the_folder_it_names(landmarks_folder, checkpoint, tmp_path):
+    """Not "not registered": the folder is found where the result says and its contents compared."""
+    evaluate(checkpoint, f"revisited:{landmarks_folder}", tmp_path / "data", tmp_path / "results")
+    result = load_result(tmp_path / "results" / "folder_synth_landmarks" / "netvlad" / "resnet18.test.json")
+    assert stale_provenance(result, tmp_path / "data") == []
+    image = next((landmarks_folder / "jpg").iterdir())
+    image.write_bytes(image.read_bytes() + b"\0")
+    [problem] = stale_provenance(result, tmp_path / "data")
+    assert "the folder's contents (sha256" in problem and str(landmarks_folder) in problem
+    shutil.rmtree(landmarks_folder)
+    assert stale_provenance(result, tmp_path / "data") == []  # not here: nothing to compare with
 
 
 def test_the_folder_digest_follows_contents_not_place(landmarks_folder, tmp_path):

@@ -149,13 +149,15 @@ def record_dirty(result: RunResult, allow_dirty: bool) -> RunResult:
 def stale_provenance(result: RunResult, data_root: Path | None = None) -> list[str]:
     """Why ``result`` no longer matches what the plugins declare (empty: it still does).
 
-    Checked: the method and dataset are registered with the result's protocol; the weights' sha256 is the
+    Checked: the method and dataset are registered with the result's protocol (a folder dataset: found where
+    its result says, with the contents it was scored on); the weights' sha256 is the
     one the method's WeightsSpec publishes (or, with ``data_root``, the one its lock file recorded); with
     ``data_root`` and the dataset there, the ground truth loaded now has the result's digest. What cannot be
     checked (trained weights without a declared checksum, data not downloaded) is not reported.
     """
     from benchmarks.core.acquire import ChecksumLock
     from datasets import load_plugins as load_datasets
+    from datasets.names import dataset as dataset_named
     from methods import load_plugins as load_methods
 
     problems = []
@@ -172,9 +174,16 @@ def stale_provenance(result: RunResult, data_root: Path | None = None) -> list[s
         if declared is not None and result.provenance.weights_sha256 != declared:
             problems.append(f"{label}: weights sha256 {result.provenance.weights_sha256} differs from the "
                             f"declared {declared}")
-    if result.dataset not in datasets:
+    folder = result.config.get("dataset_folder")
+    if folder is not None:  # a folder of one's own (revisited:PATH, places:PATH): checked where it is now
+        try:
+            dataset = dataset_named(f"{folder['format']}:{folder['path']}")
+        except InputError:
+            return problems  # the folder is not here: nothing to compare with
+    elif result.dataset not in datasets:
         return [*problems, f"{label}: dataset {result.dataset!r} is not registered any more"]
-    dataset = datasets.get(result.dataset)()
+    else:
+        dataset = datasets.get(result.dataset)()
     if str(dataset.protocol) != result.protocol:
         problems.append(f"{label}: protocol {result.protocol!r}, the dataset now says {str(dataset.protocol)!r}")
     if data_root is not None:
@@ -186,6 +195,9 @@ def stale_provenance(result: RunResult, data_root: Path | None = None) -> list[s
         if now != result.provenance.ground_truth_sha256:
             problems.append(f"{label}: ground truth sha256 {result.provenance.ground_truth_sha256} differs from "
                             f"the dataset's now ({now})")
+        if folder is not None and (contents := dataset.origin(Path(data_root), loaded)["sha256"]) != folder["sha256"]:
+            problems.append(f"{label}: the folder's contents (sha256 {contents}) differ from those scored "
+                            f"({folder['sha256']}): {folder['path']}")
     return problems
 
 
