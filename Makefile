@@ -52,9 +52,10 @@ REMAP_DEMO := --config whiten_dim=128 --set optimizer=adam --set lr=1e-4 --set m
 REMAP_STEPS := 40
 DOLG_DEMO := --set batch_size=16 --set image_size=96 --set min_crop_area=0.5 --set lr=1e-3 --set frozen_batchnorm=true
 DOLG_STEPS := 100
-# The embedded benchmarks: every registered generated dataset (benchmarks.reports.tables.EMBEDDED_DATASETS), read when a
+# The embedded benchmarks: every registered generated dataset (benchmarks.reports.tables.embedded_datasets), read when a
 # recipe runs, after .venv exists.
-EMBEDDED = $(shell $(PY) -c 'from benchmarks.reports.tables import EMBEDDED_DATASETS; print(*EMBEDDED_DATASETS)')
+EMBEDDED = $(eval EMBEDDED := $(shell $(PY) -c 'from benchmarks.reports.tables import embedded_datasets; \
+  print(*embedded_datasets())'))$(EMBEDDED)
 # `make demo EVALUATE_FLAGS=--allow-dirty` evaluates although the tree has uncommitted changes (results say so).
 EVALUATE_FLAGS ?=
 

@@ -62,17 +62,17 @@ class ExtractionProtocol:
 
     ``resize`` "longest_side": images whose longest side exceeds ``max_size`` are downscaled to it (aspect kept)
     before the scales apply; smaller ones are not enlarged (None: the image as it is); each scale is then resized
-    from that (``scale_resize``: "torch" or "opencv", see ``benchmarks.evaluation.scales.resize_to_scale``). "square": at
-    each scale s the read image is resized to a square of side ``int(s * max_size)`` (aspect not kept), a query
-    (an image given a box) to ``int(s * max_size * query_scale)``, after being pasted centred on a white square
-    of side ``max(query_pad, width, height)`` when ``query_pad`` is set (MSCFP's authors' code). Resizes of the
-    read image use PIL's ``resize_kernel``. ``scale_combination``: "average_descriptors", each scale's descriptor
-    L2-normalised, summed and re-normalised; "sum_before_whitening", the method's descriptors before its whitening
-    head summed, L2-normalised, then through the head. ``crop_queries``: queries are cropped to their ground-truth
-    box first (revisited protocol), the box's coordinates rounded (``crop_rounding`` "round", revisitop's Pillow
-    crop) or truncated and clamped ("truncate", numpy slicing after ``int()``). ``exif_orientation``: the image is
-    first turned as its EXIF orientation tag says (OpenCV's ``imread`` does so; PIL's ``open``, MATLAB's
-    ``imread`` and revisitop's code read the stored pixels as they are).
+    from that (``scale_resize``: "torch" or "opencv", see ``benchmarks.evaluation.scales.resize_to_scale``).
+    "square": at each scale s the read image is resized to a square of side ``int(s * max_size)`` (aspect not kept),
+    a query (an image given a box) to ``int(s * max_size * query_scale)``, after being pasted centred on a white
+    square of side ``max(query_pad, width, height)`` when ``query_pad`` is set (MSCFP's authors' code). Resizes of
+    the read image use PIL's ``resize_kernel``. ``scale_combination``: "average_descriptors", each scale's
+    descriptor L2-normalised, summed and re-normalised; "sum_before_whitening", the method's descriptors before its
+    whitening head summed, L2-normalised, then through the head. ``crop_queries``: queries are cropped to their
+    ground-truth box first (revisited protocol), the box's coordinates rounded (``crop_rounding`` "round",
+    revisitop's Pillow crop) or truncated and clamped ("truncate", numpy slicing after ``int()``).
+    ``exif_orientation``: the image is first turned as its EXIF orientation tag says (OpenCV's ``imread`` does so;
+    PIL's ``open``, MATLAB's ``imread`` and revisitop's code read the stored pixels as they are).
     """
 
     max_size: int | None = 1024
@@ -218,12 +218,11 @@ def protocol_with(protocol: ExtractionProtocol, pairs: Sequence[str]) -> Extract
     return dataclasses.replace(protocol, **parse_overrides(ExtractionProtocol, pairs))
 
 
-def protocol_changes(model: RetrievalMethod) -> dict[str, Any]:
-    """The fields of ``model.protocol`` that differ from its class's, other than the input normalisation (a
-    checkpoint stores mean and std on their own)."""
-    declared = type(model).protocol
-    return {f.name: getattr(model.protocol, f.name) for f in dataclasses.fields(ExtractionProtocol)
-            if f.name not in ("mean", "std") and getattr(model.protocol, f.name) != getattr(declared, f.name)}
+def protocol_changes(protocol: ExtractionProtocol, declared: ExtractionProtocol) -> dict[str, Any]:
+    """The fields of ``protocol`` that differ from ``declared`` (its method's), other than the input
+    normalisation (which goes with the weights: a checkpoint stores mean and std on their own)."""
+    return {f.name: getattr(protocol, f.name) for f in dataclasses.fields(ExtractionProtocol)
+            if f.name not in ("mean", "std") and getattr(protocol, f.name) != getattr(declared, f.name)}
 
 
 def parse_overrides(cls: type, pairs: Sequence[str]) -> dict[str, Any]:

@@ -60,9 +60,10 @@ def save_checkpoint(path: Path, model: RetrievalMethod, weights_name: str, origi
     """Atomically write ``path`` and ``path.json``; returns the checkpoint's sha256."""
     if not WEIGHTS_NAME_PATTERN.match(weights_name):
         raise ValueError(f"weights name {weights_name!r} is not 'arch.tag' in lowercase")
+    changes = protocol_changes(model.protocol, type(model).protocol)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": model.name, "weights": weights_name,
                "config": model.config.to_dict(), "mean": list(model.protocol.mean), "std": list(model.protocol.std),
-               "protocol": {k: list(v) if isinstance(v, tuple) else v for k, v in protocol_changes(model).items()},
+               "protocol": {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()},
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                "origin": dict(origin)}
     buffer = io.BytesIO()
@@ -70,7 +71,8 @@ def save_checkpoint(path: Path, model: RetrievalMethod, weights_name: str, origi
     atomic_write_bytes(path, buffer.getvalue())
     digest = sha256_of(path)
     atomic_write_text(Path(f"{path}.json"), json.dumps(
-        {"sha256": digest, **{k: payload[k] for k in ("method", "weights", "config", "mean", "std", "protocol", "origin")}},
+        {"sha256": digest,
+         **{k: payload[k] for k in ("method", "weights", "config", "mean", "std", "protocol", "origin")}},
         indent=2, sort_keys=True) + "\n")
     return digest
 

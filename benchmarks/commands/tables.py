@@ -24,7 +24,7 @@ def tables_command(paper: str | None, benchmark_names: tuple[str, ...], show: bo
     from benchmarks.reports import tables
 
     reported, results = numbers(results_dir, reported_dir)
-    known = {b.name for b in tables.BENCHMARKS}
+    known = {b.name for b in tables.benchmarks()}
     if paper is not None and paper not in {r.method for r in reported}:
         raise click.BadParameter(f"no reported numbers for {paper!r}", param_hint="--paper")
     if unknown := sorted(set(benchmark_names) - known):

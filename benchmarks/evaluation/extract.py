@@ -317,8 +317,9 @@ def run_batches(embed: Embed, paths: Sequence[Path], protocol: ExtractionProtoco
 def embed_batch(embed: Embed, pixels: Pixels, protocol: ExtractionProtocol, device: torch.device,
                 module: bool) -> np.ndarray:
     """(B, H, W, 3) uint8 on the CPU (pinned for CUDA), or a list of them, one per scale (``resize="square"``)
-    -> (B, D) float32 numpy: moved to ``device``, normalised there, embedded at the protocol's scales. The batch is channels_last for a ``module`` (whose weights
-    :func:`channels_last` has made so) and on CUDA, else contiguous; bfloat16 autocast on CUDA only."""
+    -> (B, D) float32 numpy: moved to ``device``, normalised there, embedded at the protocol's scales. The batch
+    is channels_last for a ``module`` (whose weights :func:`channels_last` has made so) and on CUDA, else
+    contiguous; bfloat16 autocast on CUDA only."""
     cuda = device.type == "cuda"
     scales = [normalise(p.to(device, non_blocking=True), protocol)  # channels_last already
               for p in (pixels if isinstance(pixels, list) else [pixels])]

@@ -27,9 +27,8 @@ def square_sides(protocol: ExtractionProtocol, query: bool) -> list[int]:
     """The side of each scale's square: ``int(s * max_size)``, times ``query_scale`` for a query, evaluated as
     the authors' ``int(r * side_res * query_scaling)`` (float products left to right, then truncated)."""
     assert protocol.max_size is not None
-    factor = protocol.query_scale if query else 1.0
-    return [max(1, int(scale * protocol.max_size * factor)) if query else max(1, int(scale * protocol.max_size))
-            for scale in protocol.scales]
+    factor = protocol.query_scale if query else 1.0  # x 1.0 leaves a float as it is
+    return [max(1, int(scale * protocol.max_size * factor)) for scale in protocol.scales]
 
 
 def pad_to_square(image: Image.Image, min_side: int) -> Image.Image:

@@ -95,15 +95,17 @@ def protocol_departures(result: RunResult) -> list[str]:
     ``train --protocol`` override, say), as ``"test protocol: max_size 128, not the method's 336"``. Mean and
     std go with the weights, not the protocol; a field the result does not record is not compared."""
     from methods import load_plugins
+    from methods.base import ExtractionProtocol, protocol_changes
 
     methods = load_plugins()
     if result.method not in methods:
         return []
-    declared = dataclasses.asdict(methods.get(result.method).protocol)
-    recorded = result.config.get("protocol", {})
-    return [f"test protocol: {name} {_plain(recorded[name])}, not the method's {_plain(value)}"
-            for name, value in declared.items() if name not in ("mean", "std", "crop_queries")
-            and name in recorded and _plain(recorded[name]) != _plain(value)]
+    declared = methods.get(result.method).protocol
+    fields = {f.name for f in dataclasses.fields(ExtractionProtocol)} - {"mean", "std", "crop_queries"}
+    recorded = {name: tuple(value) if isinstance(value, list) else value
+                for name, value in result.config.get("protocol", {}).items() if name in fields}
+    return [f"test protocol: {name} {_plain(value)}, not the method's {_plain(getattr(declared, name))}"
+            for name, value in protocol_changes(dataclasses.replace(declared, **recorded), declared).items()]
 
 
 def _plain(value: Any) -> str:

@@ -2,6 +2,7 @@
 finding stale ones, and the checks CI runs on numbers (tolerances, regressions)."""
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -31,9 +32,11 @@ _RECALL = ("recall@1", "recall@5", "recall@10")
 _EMBEDDED_METRICS = {"revisited": ("map_easy", "map_medium", "map_hard"), "recall": _RECALL}  # by protocol
 
 
-def _generated_datasets() -> dict[str, tuple[str, ...]]:
+@functools.cache
+def embedded_datasets() -> dict[str, tuple[str, ...]]:
     """Every registered generated dataset (the embedded benchmarks: ``make demo`` and ``make regression`` run
-    them), with its protocol's columns: a new one joins the table without a list to edit."""
+    them), with its protocol's columns: a new one joins the table without a list to edit. Read from the registry
+    when first asked, not when this module is imported."""
     from datasets import load_plugins
     from datasets.synthetic import GeneratedDataset
 
@@ -41,7 +44,13 @@ def _generated_datasets() -> dict[str, tuple[str, ...]]:
             if issubclass(cls, GeneratedDataset)}
 
 
-BENCHMARKS = (
+def benchmarks() -> tuple[Benchmark, ...]:
+    """The combined tables across methods: the real benchmarks' (chosen columns) and the embedded one."""
+    return (*REAL_BENCHMARKS, Benchmark("embedded", "The embedded benchmarks (generated, run by make demo)",
+                                        embedded_datasets()))
+
+
+REAL_BENCHMARKS = (
     Benchmark("revisited", "Revisited Oxford and Paris, mAP Medium / Hard",
               {"roxford5k": _REVISITED, "rparis6k": _REVISITED, "roxford5k+1m": _REVISITED,
                "rparis6k+1m": _REVISITED}, optional=("roxford5k+1m", "rparis6k+1m")),
@@ -49,9 +58,7 @@ BENCHMARKS = (
               {"pitts250k": _RECALL, "tokyo247": _RECALL, "pitts30k": _RECALL}, optional=("pitts30k",)),
     Benchmark("classic", "Original Oxford5k, Paris6k and Holidays, mAP",
               {"oxford5k": ("map",), "paris6k": ("map",), "holidays": ("map",)}),
-    Benchmark("embedded", "The embedded benchmarks (generated, run by make demo)", _generated_datasets()),
 )
-EMBEDDED_DATASETS = tuple(next(b for b in BENCHMARKS if b.name == "embedded").metrics)
 
 # ---- files ----------------------------------------------------------------------------------------------------
 
@@ -96,7 +103,7 @@ def generate(reported: Sequence[ReportedTable], results: Sequence[tuple[str, Run
     for item in papers:
         files.update(paper_files(frame, item))
     if paper is None:
-        for benchmark in BENCHMARKS:
+        for benchmark in benchmarks():
             files.update(benchmark_files(frame, benchmark))
         files[NUMBERS_CSV] = numbers_csv(frame)
     return files
@@ -154,10 +161,12 @@ def out_of_tolerance(frame: pd.DataFrame) -> pd.DataFrame:
 REGRESSION_TOLERANCE = 0.5
 
 
-def regressions(committed: Path, rerun: Path, datasets: Sequence[str] = EMBEDDED_DATASETS,
+def regressions(committed: Path, rerun: Path, datasets: Sequence[str] | None = None,
                 tolerance: float = REGRESSION_TOLERANCE) -> pd.DataFrame:
-    """Each metric of every committed result on ``datasets`` against the re-run's result at the same relative path;
-    rows where they differ by more than ``tolerance`` points or the re-run lacks the result or the metric."""
+    """Each metric of every committed result on ``datasets`` (default: the embedded ones) against the re-run's
+    result at the same relative path; rows where they differ by more than ``tolerance`` points or the re-run lacks
+    the result or the metric."""
+    datasets = embedded_datasets() if datasets is None else datasets
     rows = []
     for path, result in load_results(committed):
         if result.dataset not in datasets:

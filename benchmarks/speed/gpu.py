@@ -5,7 +5,8 @@ Images are generated JPEGs of one size (default 1024 x 768, R1M's usual shape: i
 every batch is full; DOLG's protocol keeps them whole (no max size) at scales 0.3535 to 1.4142. Weights are
 random (seeded): speed does not depend on them, and nothing is downloaded. ``forward`` is the model on batches
 read beforehand (normalised on the device, channels_last, bfloat16 autocast on CUDA: the pipeline's
-arithmetic); ``pipeline`` is :func:`benchmarks.evaluation.extract.extract_all` from file names (DataLoader workers decode).
+arithmetic); ``pipeline`` is :func:`benchmarks.evaluation.extract.extract_all` from file names (DataLoader
+workers decode).
 FLOPs per image are counted by ``torch.utils.flop_counter`` on one batch (a multiply-add is 2 FLOPs).
 
 The peak is the dense (no sparsity) bfloat16 tensor-core figure of NVIDIA's data sheets for the device name

@@ -1,6 +1,6 @@
 """The scale benchmark: the embedded ``synth_landmarks`` plus N generated distractors in the R1M layout,
-evaluated end to end through :func:`benchmarks.evaluation.evaluate.evaluate` (what ``python -m benchmarks evaluate`` runs)
-with a real offline trunk, and timed stage by stage (``python -m benchmarks speed scale``).
+evaluated end to end through :func:`benchmarks.evaluation.evaluate.evaluate` (what ``python -m benchmarks
+evaluate`` runs) with a real offline trunk, and timed stage by stage (``python -m benchmarks speed scale``).
 
 The method is GeM on the EfficientNet-Lite0 ImageNet trunk (``--init efficientnet_lite0.in1k``, shipped with the
 requirements), untrained (no whitening, one scale), made by ``python -m benchmarks train gem --steps 0`` as
